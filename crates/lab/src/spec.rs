@@ -1,0 +1,400 @@
+//! What a lab is made of: the plain description (`LabSpec`, read from `vmguard.toml` by the CLI)
+//! and the address plan derived from it.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::LabError;
+
+/// The kinds of victim the lab can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum VictimKind {
+    /// A bare server process in its own network namespace: the baseline.
+    Vanilla,
+    /// The same server started by an OCI runtime (runc) with its own namespaces and cgroup limits.
+    Container,
+    /// A Linux guest under qemu with virtio-net on a tap.
+    Qemu,
+}
+
+impl VictimKind {
+    pub const ALL: [VictimKind; 3] = [VictimKind::Vanilla, VictimKind::Container, VictimKind::Qemu];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VictimKind::Vanilla => "vanilla",
+            VictimKind::Container => "container",
+            VictimKind::Qemu => "qemu",
+        }
+    }
+}
+
+impl std::fmt::Display for VictimKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for VictimKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "vanilla" => Ok(VictimKind::Vanilla),
+            "container" => Ok(VictimKind::Container),
+            "qemu" => Ok(VictimKind::Qemu),
+            other => Err(format!("unknown victim kind `{other}`: expected vanilla, container or qemu")),
+        }
+    }
+}
+
+/// A link rate: bits per second, or unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Rate {
+    Unlimited,
+    BitsPerSec(u64),
+}
+
+impl Rate {
+    pub fn bits_per_sec(self) -> Option<u64> {
+        match self {
+            Rate::Unlimited => None,
+            Rate::BitsPerSec(b) => Some(b),
+        }
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+    /// `unlimited`, or a number with an optional unit: `10mbit`, `10Mbit/s`, `500kbit`, `1gbit`, `2000000`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase();
+        if t == "unlimited" || t == "none" {
+            return Ok(Rate::Unlimited);
+        }
+        let t = t.trim_end_matches("/s").trim_end_matches("ps");
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("bad rate `{s}`: expected e.g. `10mbit`, `500kbit`, `1gbit` or `unlimited`"))?;
+        let mult = match unit.trim() {
+            "" | "bit" | "b" => 1.0,
+            "k" | "kbit" | "kb" => 1e3,
+            "m" | "mbit" | "mb" => 1e6,
+            "g" | "gbit" | "gb" => 1e9,
+            other => return Err(format!("bad rate unit `{other}` in `{s}`: use bit, kbit, mbit or gbit")),
+        };
+        let bits = (value * mult).round();
+        if !(8000.0..=100e9).contains(&bits) {
+            return Err(format!("rate `{s}` is out of range: between 8kbit and 100gbit, or `unlimited`"));
+        }
+        Ok(Rate::BitsPerSec(bits as u64))
+    }
+}
+
+impl TryFrom<String> for Rate {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Rate> for String {
+    fn from(r: Rate) -> String {
+        r.to_string()
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rate::Unlimited => f.write_str("unlimited"),
+            Rate::BitsPerSec(b) if b % 1_000_000 == 0 => write!(f, "{}mbit", b / 1_000_000),
+            Rate::BitsPerSec(b) if b % 1000 == 0 => write!(f, "{}kbit", b / 1000),
+            Rate::BitsPerSec(b) => write!(f, "{b}bit"),
+        }
+    }
+}
+
+/// Which accelerator the qemu victim uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelChoice {
+    /// Probe KVM with the real guest; use TCG if the guest does not boot under KVM.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QemuSpec {
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub accelerator: AccelChoice,
+    /// Debian kernel package for the guest; empty: the newest `linux-image-*-cloud-amd64` apt knows.
+    pub kernel_package: String,
+    /// Size of the guest's virtio disk for file benchmarks.
+    pub disk_mib: u32,
+    /// How long the guest may take to boot to its HTTP server.
+    pub boot_timeout_secs: u64,
+}
+
+impl Default for QemuSpec {
+    fn default() -> Self {
+        QemuSpec {
+            memory_mib: 256,
+            vcpus: 1,
+            accelerator: AccelChoice::Auto,
+            kernel_package: String::new(),
+            disk_mib: 512,
+            boot_timeout_secs: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// CPU limit in cores (CFS quota over a 100 ms period).
+    pub cpus: f64,
+    pub memory_mib: u32,
+    pub pids_max: u32,
+}
+
+impl Default for ContainerSpec {
+    fn default() -> Self {
+        ContainerSpec { cpus: 1.0, memory_mib: 256, pids_max: 512 }
+    }
+}
+
+/// The whole lab, as `vmguard.toml` describes it. Every field has a default that works.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabSpec {
+    /// Prefix of every namespace, link, cgroup and container the lab creates; `lab down` removes
+    /// everything that carries it.
+    pub prefix: String,
+    /// The lab's private /16. Every address of the lab, spoofed sources included, lies inside it.
+    pub network: Ipv4Net,
+    /// Rate of the attacker's link (tc tbf on both ends), like the seed's 10 Mbit/s ethtool setting.
+    pub attacker_rate: Rate,
+    pub victims: Vec<VictimKind>,
+    /// Where lab state, logs and per-run files live.
+    pub run_dir: PathBuf,
+    /// Where the guest image is cached (content-addressed).
+    pub cache_dir: PathBuf,
+    pub qemu: QemuSpec,
+    pub container: ContainerSpec,
+    /// SYN cookies in every victim (net.ipv4.tcp_syncookies).
+    pub syncookies: bool,
+}
+
+impl Default for LabSpec {
+    fn default() -> Self {
+        LabSpec {
+            prefix: "vmg".into(),
+            network: "10.213.0.0/16".parse().expect("valid default network"),
+            attacker_rate: Rate::BitsPerSec(10_000_000),
+            victims: VictimKind::ALL.to_vec(),
+            run_dir: PathBuf::from("/run/vmguard"),
+            cache_dir: PathBuf::from("/var/cache/vmguard"),
+            qemu: QemuSpec::default(),
+            container: ContainerSpec::default(),
+            syncookies: true,
+        }
+    }
+}
+
+impl LabSpec {
+    /// Check what serde cannot: name lengths, the network's size and privacy, unique victims.
+    pub fn validate(&self) -> Result<(), LabError> {
+        let bad = |msg: String| Err(LabError::Spec(msg));
+        if self.prefix.is_empty()
+            || self.prefix.len() > 6
+            || !self.prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return bad(format!(
+                "prefix `{}` must be 1 to 6 lowercase letters or digits (interface names are limited to 15 characters)",
+                self.prefix
+            ));
+        }
+        if self.network.prefix_len() != 16 {
+            return bad(format!("network `{}` must be a /16 (e.g. 10.213.0.0/16)", self.network));
+        }
+        if !self.network.addr().is_private() {
+            return bad(format!(
+                "network `{}` must be a private range (10/8, 172.16/12, 192.168/16): the lab never uses public addresses",
+                self.network
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for v in &self.victims {
+            if !seen.insert(v) {
+                return bad(format!("victim `{v}` is listed twice"));
+            }
+        }
+        if self.container.cpus <= 0.0 || self.container.cpus > 64.0 {
+            return bad(format!("container.cpus = {} must be in (0, 64]", self.container.cpus));
+        }
+        if self.qemu.memory_mib < 128 {
+            return bad(format!(
+                "qemu.memory_mib = {} is too small: the guest needs at least 128",
+                self.qemu.memory_mib
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn plan(&self) -> Plan {
+        Plan::new(self)
+    }
+}
+
+/// One host of the lab: a namespace and the address of its lab-facing interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub ns: String,
+    /// The host's own address, and the gateway's address on the same /24.
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub subnet: Ipv4Net,
+    /// Interface inside `ns` and its peer inside the gateway namespace.
+    pub ifname: String,
+    pub gw_ifname: String,
+}
+
+/// The address plan: which namespace, interface and address every lab host gets.
+///
+/// Inside the lab's /16: attacker 10.x.1.0/24, client 10.x.2.0/24, victim i 10.x.(10+i).0/24, and the
+/// spoof range 10.x.128.0/17 from which floods draw source addresses. The gateway blackholes the spoof
+/// range, so SYN-ACKs to spoofed sources die there, as in the seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub prefix: String,
+    pub network: Ipv4Net,
+    pub gateway_ns: String,
+    pub attacker: Host,
+    pub client: Host,
+    pub victims: Vec<(VictimKind, Host)>,
+    pub spoof_subnet: Ipv4Net,
+}
+
+impl Plan {
+    fn new(spec: &LabSpec) -> Plan {
+        let base = spec.network.network().octets();
+        let host = |role: &str, third: u8| {
+            let net = |last: u8| Ipv4Addr::new(base[0], base[1], third, last);
+            Host {
+                ns: format!("{}-{role}", spec.prefix),
+                address: net(2),
+                gateway: net(1),
+                subnet: Ipv4Net::new(net(0), 24).expect("/24 is valid"),
+                ifname: format!("{}-{role}0", spec.prefix),
+                gw_ifname: format!("{}-gw-{role}", spec.prefix),
+            }
+        };
+        let victims = spec
+            .victims
+            .iter()
+            .map(|&kind| {
+                (kind, host(victim_role(kind), 10 + VictimKind::ALL.iter().position(|&k| k == kind).unwrap() as u8))
+            })
+            .collect();
+        Plan {
+            prefix: spec.prefix.clone(),
+            network: spec.network,
+            gateway_ns: format!("{}-gw", spec.prefix),
+            attacker: host("att", 1),
+            client: host("cli", 2),
+            victims,
+            spoof_subnet: Ipv4Net::new(Ipv4Addr::new(base[0], base[1], 128, 0), 17).expect("/17 is valid"),
+        }
+    }
+
+    /// Every namespace of the lab, gateway first.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut ns = vec![self.gateway_ns.clone(), self.attacker.ns.clone(), self.client.ns.clone()];
+        ns.extend(self.victims.iter().map(|(_, h)| h.ns.clone()));
+        ns
+    }
+
+    pub fn hosts(&self) -> impl Iterator<Item = &Host> {
+        [&self.attacker, &self.client].into_iter().chain(self.victims.iter().map(|(_, h)| h))
+    }
+
+    pub fn victim(&self, kind: VictimKind) -> Option<&Host> {
+        self.victims.iter().find(|(k, _)| *k == kind).map(|(_, h)| h)
+    }
+}
+
+/// Short role name used in namespace and interface names (15-character limit on interfaces).
+fn victim_role(kind: VictimKind) -> &'static str {
+    match kind {
+        VictimKind::Vanilla => "van",
+        VictimKind::Container => "ctr",
+        VictimKind::Qemu => "vm",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_spec_is_valid_and_plan_is_inside_network() {
+        let spec = LabSpec::default();
+        spec.validate().unwrap();
+        let plan = spec.plan();
+        for h in plan.hosts() {
+            assert!(spec.network.contains(&h.address), "{h:?}");
+            assert!(h.subnet.contains(&h.gateway));
+            assert!(h.ifname.len() <= 15 && h.gw_ifname.len() <= 15, "{h:?}");
+            assert!(!plan.spoof_subnet.contains(&h.address));
+        }
+        assert!(spec.network.contains(&plan.spoof_subnet));
+        assert_eq!(plan.namespaces().len(), 6);
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!("10mbit".parse::<Rate>().unwrap(), Rate::BitsPerSec(10_000_000));
+        assert_eq!("10Mbit/s".parse::<Rate>().unwrap(), Rate::BitsPerSec(10_000_000));
+        assert_eq!("1.5gbit".parse::<Rate>().unwrap(), Rate::BitsPerSec(1_500_000_000));
+        assert_eq!("unlimited".parse::<Rate>().unwrap(), Rate::Unlimited);
+        assert!("10 furlongs".parse::<Rate>().is_err());
+        assert!("-3mbit".parse::<Rate>().is_err());
+        assert!("1bit".parse::<Rate>().is_err());
+        for r in ["10mbit", "500kbit", "12345bit", "unlimited"] {
+            assert_eq!(r.parse::<Rate>().unwrap().to_string(), r);
+        }
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_reasons() {
+        let mut spec = LabSpec { prefix: "Way-Too-Long".into(), ..Default::default() };
+        assert!(spec.validate().unwrap_err().to_string().contains("prefix"));
+        spec.prefix = "vmg".into();
+        spec.network = "8.8.0.0/16".parse().unwrap();
+        assert!(spec.validate().unwrap_err().to_string().contains("private"));
+        spec.network = "10.1.0.0/24".parse().unwrap();
+        assert!(spec.validate().unwrap_err().to_string().contains("/16"));
+    }
+
+    #[test]
+    fn toml_with_no_fields_gives_defaults_and_unknown_fields_are_refused() {
+        let spec: LabSpec = toml::from_str("").unwrap();
+        assert_eq!(spec, LabSpec::default());
+        let spec: LabSpec =
+            toml::from_str("attacker_rate = \"unlimited\"\nvictims = [\"qemu\"]\n[qemu]\nmemory_mib = 512\n").unwrap();
+        assert_eq!(spec.attacker_rate, Rate::Unlimited);
+        assert_eq!(spec.victims, vec![VictimKind::Qemu]);
+        assert_eq!(spec.qemu.memory_mib, 512);
+        assert!(toml::from_str::<LabSpec>("atacker_rate = \"1mbit\"").is_err());
+    }
+}

@@ -1,0 +1,59 @@
+//! vmguard: measure, detect and mitigate TCP SYN floods against virtualized hosts.
+//!
+//! This crate owns flags and the config file; each subcommand lives in `cmd/` and hands plain config
+//! structs to the library crates.
+
+mod cmd;
+mod config;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "vmguard", version, about, long_about = None)]
+pub struct Cli {
+    /// Lab description (TOML); defaults apply to everything it leaves out, and with no file at all.
+    #[arg(long, global = true, env = "VMGUARD_CONFIG", default_value = "vmguard.toml")]
+    pub config: std::path::PathBuf,
+    /// Print results as JSON on stdout (logs stay on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build, inspect and tear down the lab of namespaces and victims.
+    #[command(subcommand)]
+    Lab(cmd::lab::LabCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let result = match &cli.command {
+        Command::Lab(c) => cmd::lab::run(&cli, c),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
