@@ -1,0 +1,50 @@
+//! Per-guest counters sampled from the host.
+//!
+//! Every source turns what it reads into the same [`Sample`]: a timestamp, the guest it belongs to, the
+//! source it came from, a counter name and an integer value, marked cumulative ([`Kind::Counter`],
+//! [`Kind::Counter32`]) or instantaneous ([`Kind::Gauge`]). Detection works on per-interval deltas of the
+//! cumulative counters ([`delta`]) and on the gauges as they are.
+//!
+//! The lab describes each guest to this crate with a [`GuestInfo`]; [`sources_for`] builds the sources
+//! that apply to it and a [`Collector`] runs one sampling round over all of them, where a failing source is
+//! a warning for that source, never the end of the round.
+//!
+//! Parsers are pure functions of text or bytes (`parse_*`), so they test and fuzz without root; the live
+//! parts (`perf_event_open`, network namespaces) are behind the default feature `sources`.
+
+pub mod cgroup;
+pub mod delta;
+mod error;
+pub mod guest;
+pub mod netdev;
+#[cfg(feature = "sources")]
+pub mod perf;
+pub mod procfs;
+pub mod qmp;
+pub mod sample;
+pub mod snmp;
+pub mod xen;
+
+#[cfg(feature = "sources")]
+mod collect;
+
+#[cfg(feature = "sources")]
+pub use collect::{Collector, SourceFailure, sources_for};
+pub use delta::{Delta, DeltaTracker, delta};
+pub use error::TelemetryError;
+pub use guest::{GuestInfo, GuestKind, Iface};
+pub use sample::{Kind, Sample, SourceId, unix_now_ns};
+
+/// One place a guest's counters come from. `sample` appends this round's readings to `out`.
+///
+/// A source keeps what it can reuse between rounds (open files, a QMP connection, perf counters) and
+/// reconnects or reopens by itself after a failure; an `Err` means this round produced nothing usable
+/// from it (samples it appended before failing are kept).
+pub trait Source: Send {
+    /// Which kind of source this is (also the `source` of every sample it yields).
+    fn id(&self) -> SourceId;
+    /// The guest this source watches.
+    fn guest(&self) -> &str;
+    /// Read once; every sample gets `time_ns` (unix nanoseconds) as its time.
+    fn sample(&mut self, time_ns: i64, out: &mut Vec<Sample>) -> Result<(), TelemetryError>;
+}

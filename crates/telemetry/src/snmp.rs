@@ -1,0 +1,195 @@
+//! A network namespace's protocol counters from `/proc/<pid>/net/snmp` and `/proc/<pid>/net/netstat`:
+//! `Tcp.InSegs`, `Tcp.OutSegs`, `TcpExt.SyncookiesSent`, `TcpExt.ListenDrops`, `TcpExt.ListenOverflows`,
+//! `TcpExt.TCPReqQFullDoCookies`, ... Read from the host through any PID inside the namespace.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::sample::{Emit, Kind, Sample, SourceId};
+use crate::{Source, TelemetryError};
+
+/// The sections kept by default: what SYN floods and their defences move.
+pub const DEFAULT_SECTIONS: [&str; 5] = ["Ip", "Tcp", "Udp", "TcpExt", "IpExt"];
+
+/// Call `f(section, name, value)` for every counter of a snmp/netstat text: pairs of lines
+/// `Sect: Name1 Name2 ...` / `Sect: v1 v2 ...`. Values that are not integers are skipped; a header whose
+/// next line is of another section is skipped. Allocation-free.
+pub fn for_each_counter<'a>(text: &'a str, mut f: impl FnMut(&'a str, &'a str, i64)) {
+    let mut lines = text.lines().peekable();
+    while let Some(header) = lines.next() {
+        let Some((sect, names)) = header.split_once(':') else { continue };
+        let Some(values_line) = lines.peek() else { break };
+        let Some((vsect, values)) = values_line.split_once(':') else { continue };
+        if vsect != sect {
+            continue;
+        }
+        lines.next();
+        for (name, value) in names.split_ascii_whitespace().zip(values.split_ascii_whitespace()) {
+            if let Ok(v) = value.parse::<i64>() {
+                f(sect, name, v);
+            }
+        }
+    }
+}
+
+/// Settings and levels rather than event counts.
+fn is_gauge(section: &str, name: &str) -> bool {
+    matches!(
+        (section, name),
+        ("Tcp", "RtoAlgorithm" | "RtoMin" | "RtoMax" | "MaxConn" | "CurrEstab") | ("Ip", "Forwarding" | "DefaultTTL")
+    )
+}
+
+/// Samples `Section.Name` for the counters of the given sections (negative values, e.g. Tcp.MaxConn = -1,
+/// are left out).
+pub(crate) fn emit_snmp(text: &str, sections: &[&str], emit: &mut Emit<'_>) -> usize {
+    let mut n = 0;
+    for_each_counter(text, |sect, name, v| {
+        if v < 0 || !sections.contains(&sect) {
+            return;
+        }
+        let kind = if is_gauge(sect, name) { Kind::Gauge } else { Kind::Counter };
+        let mut counter = String::with_capacity(sect.len() + 1 + name.len());
+        counter.push_str(sect);
+        counter.push('.');
+        counter.push_str(name);
+        emit.push(counter, v as u64, kind);
+        n += 1;
+    });
+    n
+}
+
+/// Protocol counters of the namespace a process lives in.
+pub struct NetSnmp {
+    guest: Arc<str>,
+    paths: [PathBuf; 2],
+    sections: Vec<&'static str>,
+    buf: String,
+}
+
+impl NetSnmp {
+    /// Counters of the network namespace of `pid` (the container's init, the vanilla server).
+    pub fn new(guest: &str, pid: u32) -> Self {
+        Self::from_files(guest, format!("/proc/{pid}/net/snmp"), format!("/proc/{pid}/net/netstat"))
+    }
+
+    /// Read other files of the same format (recorded copies, in tests and benchmarks).
+    pub fn from_files(guest: &str, snmp: impl Into<PathBuf>, netstat: impl Into<PathBuf>) -> Self {
+        NetSnmp {
+            guest: guest.into(),
+            paths: [snmp.into(), netstat.into()],
+            sections: DEFAULT_SECTIONS.to_vec(),
+            buf: String::with_capacity(8192),
+        }
+    }
+
+    /// Keep these sections instead of [`DEFAULT_SECTIONS`] (e.g. add "Icmp", "MPTcpExt").
+    pub fn sections(mut self, sections: &[&'static str]) -> Self {
+        self.sections = sections.to_vec();
+        self
+    }
+}
+
+impl Source for NetSnmp {
+    fn id(&self) -> SourceId {
+        SourceId::Snmp
+    }
+
+    fn guest(&self) -> &str {
+        &self.guest
+    }
+
+    fn sample(&mut self, time_ns: i64, out: &mut Vec<Sample>) -> Result<(), TelemetryError> {
+        let mut emit = Emit { out, guest: &self.guest, source: SourceId::Snmp, time_ns };
+        for path in &self.paths {
+            read_into(path, &mut self.buf)?;
+            if emit_snmp(&self.buf, &self.sections, &mut emit) == 0 {
+                return Err(TelemetryError::parse(path.display().to_string(), "no counter of the wanted sections"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read a whole file into a reused buffer.
+pub(crate) fn read_into(path: &std::path::Path, buf: &mut String) -> Result<(), TelemetryError> {
+    use std::io::Read;
+    buf.clear();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(buf))
+        .map(|_| ())
+        .map_err(|e| TelemetryError::read(path, e))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Shape of a 6.x kernel's /proc/net/snmp (values from a namespace under a SYN flood).
+    pub(crate) const SNMP: &str = "Ip: Forwarding DefaultTTL InReceives InHdrErrors InAddrErrors ForwDatagrams InUnknownProtos InDiscards InDelivers OutRequests OutDiscards OutNoRoutes ReasmTimeout ReasmReqds ReasmOKs ReasmFails FragOKs FragFails FragCreates OutTransmits
+Ip: 2 64 1052311 0 0 0 0 0 1052311 1049982 0 0 0 0 0 0 0 0 0 1049982
+Icmp: InMsgs InErrors InCsumErrors InDestUnreachs InTimeExcds InParmProbs InSrcQuenchs InRedirects InEchos InEchoReps InTimestamps InTimestampReps InAddrMasks InAddrMaskReps OutMsgs OutErrors OutRateLimitGlobal OutRateLimitHost OutDestUnreachs OutTimeExcds OutParmProbs OutSrcQuenchs OutRedirects OutEchos OutEchoReps OutTimestamps OutTimestampReps OutAddrMasks OutAddrMaskReps
+Icmp: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
+IcmpMsg:
+IcmpMsg:
+Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors
+Tcp: 1 200 120000 -1 0 455 0 0 1 1052311 1049982 0 0 0 0
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+Udp: 0 0 0 0 0 0 0 0 0
+UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+UdpLite: 0 0 0 0 0 0 0 0 0
+";
+
+    pub(crate) const NETSTAT: &str = "TcpExt: SyncookiesSent SyncookiesRecv SyncookiesFailed EmbryonicRsts PruneCalled RcvPruned OfoPruned OutOfWindowIcmps LockDroppedIcmps ArpFilter TW TWRecycled TWKilled PAWSActive PAWSEstab DelayedACKs DelayedACKLocked DelayedACKLost ListenOverflows ListenDrops TCPHPHits TCPPureAcks TCPHPAcks TCPRenoRecovery TCPSackRecovery TCPSACKReneging TCPSACKReorder TCPRenoReorder TCPTSReorder TCPFullUndo TCPPartialUndo TCPDSACKUndo TCPLossUndo TCPLostRetransmit TCPRenoFailures TCPSackFailures TCPLossFailures TCPFastRetrans TCPSlowStartRetrans TCPTimeouts TCPLossProbes TCPLossProbeRecovery TCPRenoRecoveryFail TCPSackRecoveryFail TCPRcvCollapsed TCPDSACKOldSent TCPDSACKOfoSent TCPDSACKRecv TCPDSACKOfoRecv TCPAbortOnData TCPAbortOnClose TCPAbortOnMemory TCPAbortOnTimeout TCPAbortOnLinger TCPAbortFailed TCPMemoryPressures TCPMemoryPressuresChrono TCPSACKDiscard TCPDSACKIgnoredOld TCPDSACKIgnoredNoUndo TCPSpuriousRTOs TCPMD5NotFound TCPMD5Unexpected TCPMD5Failure TCPSackShifted TCPSackMerged TCPSackShiftFallback TCPBacklogCoalesce TCPBacklogDrop PFMemallocDrop TCPMinTTLDrop TCPDeferAcceptDrop IPReversePathFilter TCPTimeWaitOverflow TCPReqQFullDoCookies TCPReqQFullDrop TCPRetransFail TCPRcvCoalesce TCPOFOQueue TCPOFODrop TCPOFOMerge TCPChallengeACK TCPSYNChallenge TCPFastOpenActive TCPFastOpenActiveFail TCPFastOpenPassive TCPFastOpenPassiveFail TCPFastOpenListenOverflow TCPFastOpenCookieReqd TCPFastOpenBlackhole TCPSpuriousRtxHostQueues BusyPollRxPackets TCPAutoCorking TCPFromZeroWindowAdv TCPToZeroWindowAdv TCPWantZeroWindowAdv TCPSynRetrans TCPOrigDataSent TCPHystartTrainDetect TCPHystartTrainCwnd TCPHystartDelayDetect TCPHystartDelayCwnd TCPACKSkippedSynRecv TCPACKSkippedPAWS TCPACKSkippedSeq TCPACKSkippedFinWait2 TCPACKSkippedTimeWait TCPACKSkippedChallenge TCPWinProbe TCPKeepAlive TCPMTUPFail TCPMTUPSuccess TCPDelivered TCPDeliveredCE TCPAckCompressed TCPZeroWindowDrop TCPRcvQDrop TCPWqueueTooBig TCPFastOpenPassiveAltKey TcpTimeoutRehash TcpDuplicateDataRehash TCPDSACKRecvSegs TCPDSACKIgnoredDubious TCPMigrateReqSuccess TCPMigrateReqFailure TCPPLBRehash TCPAORequired TCPAOBad TCPAOKeyNotFound TCPAOGood TCPAODroppedIcmps
+TcpExt: 1048001 455 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 12 1048013 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1048001 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
+IpExt: InNoRoutes InTruncatedPkts InMcastPkts OutMcastPkts InBcastPkts OutBcastPkts InOctets OutOctets InMcastOctets OutMcastOctets InBcastOctets OutBcastOctets InCsumErrors InNoECTPkts InECT1Pkts InECT0Pkts InCEPkts ReasmOverlaps
+IpExt: 0 0 0 0 0 0 42091240 41999280 0 0 0 0 0 1052311 0 0 0 0
+MPTcpExt: MPCapableSYNRX MPCapableSYNTX
+MPTcpExt: 0 0
+";
+
+    fn samples(text: &str, sections: &[&str]) -> Vec<Sample> {
+        let guest: Arc<str> = "ct".into();
+        let mut out = Vec::new();
+        emit_snmp(text, sections, &mut Emit { out: &mut out, guest: &guest, source: SourceId::Snmp, time_ns: 0 });
+        out
+    }
+
+    #[test]
+    fn flood_counters_are_there() {
+        let mut all = samples(SNMP, &DEFAULT_SECTIONS);
+        all.extend(samples(NETSTAT, &DEFAULT_SECTIONS));
+        let get = |n: &str| all.iter().find(|s| s.counter == n).map(|s| (s.value, s.kind));
+        assert_eq!(get("TcpExt.SyncookiesSent"), Some((1048001, Kind::Counter)));
+        assert_eq!(get("TcpExt.SyncookiesRecv"), Some((455, Kind::Counter)));
+        assert_eq!(get("TcpExt.ListenDrops"), Some((1048013, Kind::Counter)));
+        assert_eq!(get("TcpExt.ListenOverflows"), Some((12, Kind::Counter)));
+        assert_eq!(get("TcpExt.TCPReqQFullDoCookies"), Some((1048001, Kind::Counter)));
+        assert_eq!(get("Tcp.InSegs"), Some((1052311, Kind::Counter)));
+        assert_eq!(get("Tcp.CurrEstab"), Some((1, Kind::Gauge)));
+        assert_eq!(get("Tcp.MaxConn"), None, "-1 is left out");
+        assert_eq!(get("IpExt.InOctets"), Some((42091240, Kind::Counter)));
+        assert_eq!(get("Icmp.InMsgs"), None, "not a default section");
+        assert_eq!(get("MPTcpExt.MPCapableSYNRX"), None);
+        assert!(samples(SNMP, &["Icmp"]).iter().any(|s| s.counter == "Icmp.InMsgs"));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(text in "(\\PC{0,40}\n){0,8}") {
+            let _ = samples(&text, &DEFAULT_SECTIONS);
+        }
+
+        #[test]
+        fn pairs_round_trip(names in proptest::collection::vec("[A-Za-z]{1,10}", 1..20), seed: u64) {
+            let values: Vec<u64> = (0..names.len() as u64).map(|i| seed.wrapping_mul(i + 1) >> 2).collect();
+            let text = format!("Tcp: {}\nTcp: {}\n", names.join(" "),
+                values.iter().map(u64::to_string).collect::<Vec<_>>().join(" "));
+            let mut got = Vec::new();
+            for_each_counter(&text, |_, n, v| got.push((n.to_string(), v as u64)));
+            let want: Vec<(String, u64)> = names.iter().cloned().zip(values).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
