@@ -15,6 +15,11 @@ pub enum TelemetryError {
     /// The QMP connection broke or timed out.
     #[error("QMP socket {socket}: {source} (qemu may have exited)")]
     QmpIo { socket: PathBuf, source: std::io::Error },
+    /// qemu did not answer in time.
+    #[error(
+        "no reply within {after:?} on QMP socket {socket}: qemu serves one QMP client at a time; is another one connected?"
+    )]
+    QmpTimeout { socket: PathBuf, after: std::time::Duration },
     /// qemu sent something that is not QMP.
     #[error("QMP socket {socket}: protocol error: {detail}")]
     QmpProtocol { socket: PathBuf, detail: String },

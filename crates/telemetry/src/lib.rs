@@ -12,6 +12,9 @@
 //! Parsers are pure functions of text or bytes (`parse_*`), so they test and fuzz without root; the live
 //! parts (`perf_event_open`, network namespaces) are behind the default feature `sources`.
 
+// Without the live sources some helpers only serve the parsers' tests.
+#![cfg_attr(not(feature = "sources"), allow(dead_code, unused_imports))]
+
 pub mod cgroup;
 pub mod delta;
 mod error;

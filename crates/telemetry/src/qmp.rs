@@ -96,9 +96,14 @@ impl QmpClient {
 
     fn read_message(&mut self) -> Result<Value, TelemetryError> {
         self.line.clear();
-        let n = std::io::Read::take(&mut self.reader, MAX_LINE as u64)
-            .read_line(&mut self.line)
-            .map_err(|source| TelemetryError::QmpIo { socket: self.socket.clone(), source })?;
+        let n = std::io::Read::take(&mut self.reader, MAX_LINE as u64).read_line(&mut self.line).map_err(|source| {
+            match source.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    TelemetryError::QmpTimeout { socket: self.socket.clone(), after: QMP_TIMEOUT }
+                }
+                _ => TelemetryError::QmpIo { socket: self.socket.clone(), source },
+            }
+        })?;
         if n == 0 {
             return Err(TelemetryError::QmpIo {
                 socket: self.socket.clone(),
@@ -276,6 +281,9 @@ pub(crate) fn emit_results(
 }
 
 /// KVM statistics of one qemu guest, read through its QMP socket every round.
+///
+/// The connection stays open between rounds, and qemu serves one client per QMP socket at a time: give
+/// qemu a second `-qmp` socket for other users (or drop this source while they talk).
 ///
 /// Samples: `vm.<stat>` (per-VM statistics) and `vcpu.<stat>` (summed over vCPUs), e.g. `vcpu.exits`,
 /// `vcpu.io_exits`, `vcpu.mmio_exits`, `vcpu.halt_exits`, `vcpu.hypercalls`, `vcpu.irq_injections`.
