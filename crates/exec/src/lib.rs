@@ -224,6 +224,37 @@ impl Cmd {
         Ok(Output { stdout, stderr, status, elapsed: started.elapsed() })
     }
 
+    /// Run to completion with stdout and stderr appended to `log` (for programs whose children
+    /// inherit their output and outlive them, like `runc run -d`). A failure quotes the log's tail.
+    pub fn run_logged(&self, log: &Path) -> Result<(), ExecError> {
+        let io_err = |source| ExecError::Io { cmd: self.display(), source };
+        let start_len = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(io_err)?;
+        let log_err = log_file.try_clone().map_err(io_err)?;
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null()).stdout(log_file).stderr(log_err).process_group(0);
+        tracing::debug!(cmd = %self.display(), log = %log.display(), "run (logged)");
+        let mut child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
+        let status = match child.wait_timeout(self.timeout).map_err(io_err)? {
+            Some(status) => status,
+            None => {
+                kill_group(&mut child);
+                return Err(ExecError::Timeout { cmd: self.display(), after: self.timeout });
+            }
+        };
+        if status.success() {
+            return Ok(());
+        }
+        let written = std::fs::read(log).unwrap_or_default();
+        let tail = String::from_utf8_lossy(written.get(start_len as usize..).unwrap_or_default()).into_owned();
+        Err(ExecError::Failed {
+            cmd: self.display(),
+            status: describe_status(status),
+            stderr: quote_tail(&tail),
+            stdout: String::new(),
+        })
+    }
+
     /// Start in the background, detached in its own session, output appended to `log`.
     /// Returns the child's PID; the caller records it to stop the process later by PID.
     pub fn spawn_detached(&self, log: &Path) -> Result<u32, ExecError> {

@@ -1,19 +1,72 @@
 //! The vmguard lab: network namespaces joined by veth links through a gateway, the attacker link
-//! shaped like the seed's, and victims of every kind.
+//! shaped like the seed's, and victims of every kind (a bare process, a runc container, a qemu guest).
+//!
+//! ```text
+//!  attacker 10.x.1.2 ──(tbf 10 Mbit/s)──┐            ┌── vanilla   10.x.10.2 (busybox httpd)
+//!  client   10.x.2.2 ───────────────── gateway ──────┼── container 10.x.11.2 (runc)
+//!                     spoofed 10.x.128.0/17 ⇒ blackhole └── qemu ns: bridge + tap ── guest 10.x.12.2
+//! ```
 
+pub mod http;
+pub mod image;
+mod lab;
+pub mod net;
 pub mod spec;
+pub mod state;
+pub mod victim;
 
+pub use lab::{DownReport, StatusReport, VictimStatus, down, gateway_drop, require_root, status, up};
 pub use spec::{AccelChoice, ContainerSpec, Host, LabSpec, Plan, QemuSpec, Rate, VictimKind};
+pub use state::{LabState, Phase, VictimState};
+pub use victim::qemu::{GuestOutput, guest_run};
+
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     /// The lab description is inconsistent.
     #[error("invalid lab configuration: {0}")]
     Spec(String),
+    /// The lab needs root (namespaces, taps, cgroups).
+    #[error("the lab needs root (network namespaces, taps, cgroups): run vmguard as root")]
+    NotRoot,
+    /// A lab with this prefix is already up (or left over).
+    #[error("{0}")]
+    AlreadyUp(String),
+    /// No lab with this prefix is up.
+    #[error("no lab `{0}` is up: run `vmguard lab up` first")]
+    NotUp(String),
+    /// A tool or file the lab needs is not installed.
+    #[error("missing: {0}")]
+    Missing(String),
     /// An external command failed.
     #[error(transparent)]
     Exec(#[from] exec::ExecError),
     /// Entering a lab namespace failed.
     #[error(transparent)]
     Netns(#[from] netns::NetnsError),
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    /// The recorded state is unusable.
+    #[error("{0}")]
+    State(String),
+    /// Building the guest image failed.
+    #[error("guest image: {0}")]
+    Image(String),
+    /// A victim did not start or does not answer.
+    #[error("victim {victim}: {reason} (log: {})", log.display())]
+    Victim { victim: String, reason: String, log: PathBuf },
+    /// An HTTP check failed.
+    #[error("HTTP check failed: {0}")]
+    Http(String),
+    /// The guest's command channel failed.
+    #[error("guest command channel: {0}")]
+    Guest(String),
+}
+
+impl LabError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> LabError {
+        LabError::Io { what: what.into(), source }
+    }
 }

@@ -143,6 +143,8 @@ pub struct QemuSpec {
     pub disk_mib: u32,
     /// How long the guest may take to boot to its HTTP server.
     pub boot_timeout_secs: u64,
+    /// Host programs copied into the guest with their shared libraries (benchmarks, tools).
+    pub guest_programs: Vec<String>,
 }
 
 impl Default for QemuSpec {
@@ -154,6 +156,7 @@ impl Default for QemuSpec {
             kernel_package: String::new(),
             disk_mib: 512,
             boot_timeout_secs: 120,
+            guest_programs: Vec::new(),
         }
     }
 }
@@ -202,7 +205,8 @@ impl Default for LabSpec {
             network: "10.213.0.0/16".parse().expect("valid default network"),
             attacker_rate: Rate::BitsPerSec(10_000_000),
             victims: VictimKind::ALL.to_vec(),
-            run_dir: PathBuf::from("/run/vmguard"),
+            // Not /run: the guest disk for file benchmarks would fill a tmpfs.
+            run_dir: PathBuf::from("/var/lib/vmguard/run"),
             cache_dir: PathBuf::from("/var/cache/vmguard"),
             qemu: QemuSpec::default(),
             container: ContainerSpec::default(),

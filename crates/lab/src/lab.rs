@@ -1,0 +1,330 @@
+//! `lab up`, `lab status`, `lab down`, `lab gateway`: the lab's life cycle.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::spec::{LabSpec, VictimKind};
+use crate::state::{LabState, Phase, VictimState};
+use crate::victim::{container, qemu, vanilla};
+use crate::{LabError, http, image, net};
+
+pub fn require_root() -> Result<(), LabError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 { Err(LabError::NotRoot) } else { Ok(()) }
+}
+
+fn lab_namespaces(prefix: &str) -> Vec<String> {
+    let p = format!("{prefix}-");
+    netns::list().into_iter().filter(|n| n.starts_with(&p)).collect()
+}
+
+/// Bring the lab up. On failure everything created so far is removed again (logs are kept), and
+/// a kill at any point leaves only what [`down`] finds by the lab's prefix.
+pub fn up(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> {
+    require_root()?;
+    spec.validate()?;
+    if LabState::file(spec).exists() || !lab_namespaces(&spec.prefix).is_empty() {
+        return Err(LabError::AlreadyUp(format!(
+            "lab `{}` is already up (or was left over by a crash): `vmguard lab status` shows it, `vmguard lab down` removes it",
+            spec.prefix
+        )));
+    }
+    let mut state = LabState::new(spec);
+    state.save()?;
+    match build(&mut state, progress) {
+        Ok(()) => Ok(state),
+        Err(err) => {
+            progress("lab up failed: removing what it created");
+            if let Err(down_err) = down(spec) {
+                tracing::warn!("cleaning up after the failure also failed: {down_err}");
+            }
+            Err(err)
+        }
+    }
+}
+
+fn build(state: &mut LabState, progress: &dyn Fn(&str)) -> Result<(), LabError> {
+    let spec = state.spec.clone();
+    let plan = state.plan.clone();
+    // The guest image first: it may take long, and creates nothing outside the cache.
+    let image = if spec.victims.contains(&VictimKind::Qemu) {
+        progress("guest image");
+        let image = image::ensure(&spec.cache_dir, &spec.qemu.kernel_package, &spec.qemu.guest_programs, progress)?;
+        state.image = Some(image.clone());
+        state.save()?;
+        Some(image)
+    } else {
+        None
+    };
+
+    progress("namespaces, links, shaping and gateway");
+    net::create(&plan, spec.attacker_rate, spec.syncookies)?;
+
+    // Start the guest first: it boots while the other victims start.
+    let mut booting = None;
+    if let (Some(image), Some(host)) = (&image, plan.victim(VictimKind::Qemu)) {
+        let accel = qemu::choose_accel(&spec, image, &host.ns, progress)?;
+        progress(&format!("booting the qemu guest ({}: {})", accel.accel.as_str(), accel.reason));
+        let started = Instant::now();
+        let v = qemu::start(state, host, image, &accel)?;
+        state.other_pids.extend(&v.pids);
+        state.save()?;
+        booting = Some((v, started));
+    }
+    for (kind, host) in &plan.victims {
+        let started = Instant::now();
+        let mut v = match kind {
+            VictimKind::Vanilla => {
+                progress("starting the vanilla victim");
+                vanilla::start(state, host)?
+            }
+            VictimKind::Container => {
+                progress("starting the container victim (runc)");
+                container::start(state, host)?
+            }
+            VictimKind::Qemu => continue,
+        };
+        wait_http(&v, &plan.client.ns, Instant::now() + Duration::from_secs(20))?;
+        v.start_secs = started.elapsed().as_secs_f64();
+        state.victims.push(v);
+        state.save()?;
+    }
+    if let Some((mut v, started)) = booting {
+        progress("waiting for the qemu guest");
+        let timeout = Duration::from_secs(spec.qemu.boot_timeout_secs);
+        qemu::wait_booted(&v, timeout)?;
+        wait_http(&v, &plan.client.ns, started + timeout)?;
+        v.start_secs = started.elapsed().as_secs_f64();
+        state.other_pids.retain(|p| !v.pids.contains(p));
+        state.victims.push(v);
+    }
+    // Keep victims in the spec's order.
+    state.victims.sort_by_key(|v| spec.victims.iter().position(|k| *k == v.kind));
+    state.phase = Phase::Up;
+    state.save()
+}
+
+fn wait_http(v: &VictimState, client_ns: &str, deadline: Instant) -> Result<(), LabError> {
+    let pids = v.pids.clone();
+    http::wait_ok(client_ns, v.address, deadline, || {
+        if pids.iter().all(|p| exec::pid_alive(*p)) {
+            Ok(())
+        } else {
+            Err(LabError::Victim { victim: v.name.clone(), reason: "its process exited".into(), log: v.log.clone() })
+        }
+    })
+    .map_err(|e| match e {
+        LabError::Http(msg) => LabError::Victim { victim: v.name.clone(), reason: msg, log: v.log.clone() },
+        other => other,
+    })
+}
+
+/// What `lab down` removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DownReport {
+    pub removed: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Remove everything the lab made: from its recorded state and, after a crash, by its prefix.
+/// Safe to run at any time, also when nothing is up.
+pub fn down(spec: &LabSpec) -> Result<DownReport, LabError> {
+    require_root()?;
+    let mut report = DownReport::default();
+    let state = match LabState::load(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            report.warnings.push(e.to_string());
+            None
+        }
+    };
+    // Containers through their runtime first, so its own state stays consistent.
+    report.removed.extend(container::remove_all(spec));
+
+    // Every process inside a lab namespace, and recorded ones still recognisably ours.
+    let namespaces = lab_namespaces(&spec.prefix);
+    let mut pids: BTreeSet<u32> = namespaces.iter().flat_map(|ns| netns::pids_in(ns)).collect();
+    if let Some(s) = &state {
+        let recorded = s.victims.iter().flat_map(|v| v.pids.iter()).chain(&s.other_pids);
+        pids.extend(recorded.filter(|p| belongs_to_lab(**p, spec)));
+    }
+    for pid in pids {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        match exec::stop_pid(pid, Duration::from_secs(3)) {
+            Ok(()) => report.removed.push(format!("process {pid} ({})", comm.trim())),
+            Err(e) => report.warnings.push(format!("could not stop process {pid}: {e}")),
+        }
+    }
+    for ns in &namespaces {
+        match exec::Cmd::new("ip").args(["netns", "del", ns]).run() {
+            Ok(_) => report.removed.push(format!("namespace {ns}")),
+            Err(e) => report.warnings.push(e.to_string()),
+        }
+    }
+    remove_cgroups(&spec.prefix, &mut report);
+    remove_run_files(&LabState::dir(spec), &mut report);
+    for e in std::fs::read_dir(&spec.cache_dir).into_iter().flatten().flatten() {
+        // Half-built images from an interrupted `lab up`.
+        if e.file_name().to_string_lossy().starts_with("building-") && std::fs::remove_dir_all(e.path()).is_ok() {
+            report.removed.push(format!("unfinished build {}", e.path().display()));
+        }
+    }
+    Ok(report)
+}
+
+/// A recorded PID is killed only while it still looks like the process we started (PIDs get reused).
+fn belongs_to_lab(pid: u32, spec: &LabSpec) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    cmdline.contains(&*LabState::dir(spec).to_string_lossy())
+}
+
+fn remove_cgroups(prefix: &str, report: &mut DownReport) {
+    let p = format!("{prefix}-");
+    for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(controller.path()).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&p) && entry.path().is_dir() {
+                remove_cgroup_tree(&entry.path(), report);
+            }
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path, report: &mut DownReport) {
+    for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.path().is_dir() {
+            remove_cgroup_tree(&child.path(), report);
+        }
+    }
+    // Any process still inside is ours: the cgroup carries the lab prefix.
+    for pid in
+        std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.parse().ok())
+    {
+        let _ = exec::stop_pid(pid, Duration::from_secs(2));
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => report.removed.push(format!("cgroup {}", dir.display())),
+        Err(e) => report.warnings.push(format!("could not remove cgroup {}: {e}", dir.display())),
+    }
+}
+
+/// Remove the lab's run files but keep its logs for a post-mortem.
+fn remove_run_files(dir: &Path, report: &mut DownReport) {
+    fn walk(dir: &Path) -> bool {
+        let mut empty = true;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            let keep = if path.is_dir() && !path.is_symlink() {
+                let child_empty = walk(&path);
+                !(child_empty && std::fs::remove_dir(&path).is_ok())
+            } else if path.extension().is_some_and(|x| x == "log") {
+                true
+            } else {
+                std::fs::remove_file(&path).is_err()
+            };
+            empty &= !keep;
+        }
+        empty
+    }
+    if dir.exists() {
+        walk(dir);
+        report.removed.push(format!("run files in {} (logs kept)", dir.display()));
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VictimStatus {
+    pub name: String,
+    pub kind: VictimKind,
+    pub address: std::net::Ipv4Addr,
+    pub http_ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accelerator: Option<String>,
+    pub pids: Vec<u32>,
+    pub pids_alive: bool,
+    pub namespace: String,
+    pub host_iface: String,
+    pub start_secs: f64,
+    /// Resident memory of the victim's host processes (qemu: the whole guest), KiB.
+    pub rss_kib: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub prefix: String,
+    /// `up`, `starting` (or crashed while starting), `leftover` (namespaces but no state), `down`.
+    pub phase: String,
+    pub attacker_rate: Option<String>,
+    pub gateway_drop: Option<bool>,
+    pub victims: Vec<VictimStatus>,
+    pub namespaces: Vec<String>,
+}
+
+pub fn status(spec: &LabSpec) -> Result<StatusReport, LabError> {
+    let namespaces = lab_namespaces(&spec.prefix);
+    let Some(state) = LabState::load(spec)? else {
+        let phase = if namespaces.is_empty() { "down" } else { "leftover" };
+        return Ok(StatusReport {
+            prefix: spec.prefix.clone(),
+            phase: phase.into(),
+            attacker_rate: None,
+            gateway_drop: None,
+            victims: Vec::new(),
+            namespaces,
+        });
+    };
+    let victims = state
+        .victims
+        .iter()
+        .map(|v| VictimStatus {
+            name: v.name.clone(),
+            kind: v.kind,
+            address: v.address,
+            http_ok: http::get(&state.plan.client.ns, v.address, 80, "/", Duration::from_secs(3))
+                .map(|r| r.status == 200)
+                .unwrap_or(false),
+            accelerator: v.accelerator.clone(),
+            pids: v.pids.clone(),
+            pids_alive: v.pids.iter().all(|p| exec::pid_alive(*p)),
+            namespace: v.ns.clone(),
+            host_iface: v.host_iface.clone(),
+            start_secs: v.start_secs,
+            rss_kib: v.pids.iter().map(|p| rss_kib(*p)).sum(),
+        })
+        .collect();
+    let phase = match state.phase {
+        Phase::Up => "up",
+        Phase::Starting => "starting",
+    };
+    Ok(StatusReport {
+        prefix: spec.prefix.clone(),
+        phase: phase.into(),
+        attacker_rate: Some(state.spec.attacker_rate.to_string()),
+        gateway_drop: Some(state.gateway_drop),
+        victims,
+        namespaces,
+    })
+}
+
+/// Resident set of a process and its descendants' own entries are not summed: for qemu and a
+/// single-process server the process itself holds the memory.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Make the gateway drop forwarded packets (`true`) or forward them again.
+pub fn gateway_drop(spec: &LabSpec, drop: bool) -> Result<(), LabError> {
+    require_root()?;
+    let mut state = LabState::load(spec)?.ok_or_else(|| LabError::NotUp(spec.prefix.clone()))?;
+    net::set_gateway_drop(&state.plan, drop)?;
+    state.gateway_drop = drop;
+    state.save()
+}

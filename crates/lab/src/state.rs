@@ -1,0 +1,130 @@
+//! The lab's recorded state: what `lab up` created, written before and after each step so that
+//! `lab down` can remove it, also after a crash.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::LabError;
+use crate::spec::{LabSpec, Plan, VictimKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// `lab up` is (or was, if it crashed) still creating things.
+    Starting,
+    /// Every victim answered.
+    Up,
+}
+
+/// One running victim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VictimState {
+    pub name: String,
+    pub kind: VictimKind,
+    pub ns: String,
+    pub address: std::net::Ipv4Addr,
+    /// Processes of the victim on the host (server, container init, qemu).
+    pub pids: Vec<u32>,
+    /// `kvm` or `tcg` (qemu only).
+    pub accelerator: Option<String>,
+    /// Host-side interface that carries the victim's traffic (veth or tap) and its namespace.
+    pub host_iface: String,
+    pub host_iface_ns: String,
+    /// qemu's QMP socket (qemu only).
+    pub qmp_socket: Option<PathBuf>,
+    /// Guest command channel (qemu only): a virtio-serial port on a unix socket.
+    pub control_socket: Option<PathBuf>,
+    /// OCI container id (container only).
+    pub container_id: Option<String>,
+    /// cgroup path relative to each controller's root, e.g. `/vmg-ctr` (container only).
+    pub cgroup: Option<String>,
+    /// Where the victim's own output goes.
+    pub log: PathBuf,
+    /// Seconds from start to the first HTTP answer.
+    pub start_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabState {
+    pub spec: LabSpec,
+    pub plan: Plan,
+    pub phase: Phase,
+    /// Unix seconds when `lab up` began.
+    pub started_at: u64,
+    pub gateway_drop: bool,
+    pub victims: Vec<VictimState>,
+    /// Processes started before their victim was recorded (a booting guest, a probe).
+    #[serde(default)]
+    pub other_pids: Vec<u32>,
+    /// The qemu guest image in use.
+    #[serde(default)]
+    pub image: Option<crate::image::GuestImage>,
+}
+
+impl LabState {
+    pub fn new(spec: &LabSpec) -> LabState {
+        LabState {
+            spec: spec.clone(),
+            plan: spec.plan(),
+            phase: Phase::Starting,
+            started_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            gateway_drop: false,
+            victims: Vec::new(),
+            other_pids: Vec::new(),
+            image: None,
+        }
+    }
+
+    /// Directory of this lab's run files (state, logs, sockets, bundles).
+    pub fn dir(spec: &LabSpec) -> PathBuf {
+        spec.run_dir.join(&spec.prefix)
+    }
+
+    pub fn file(spec: &LabSpec) -> PathBuf {
+        Self::dir(spec).join("state.json")
+    }
+
+    /// The recorded state, or `None` if no lab with this prefix was recorded.
+    pub fn load(spec: &LabSpec) -> Result<Option<LabState>, LabError> {
+        let path = Self::file(spec);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LabError::io(format!("reading lab state {}", path.display()), e)),
+        };
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            LabError::State(format!(
+                "lab state {} is unreadable ({e}); `vmguard lab down` still removes the lab by its prefix",
+                path.display()
+            ))
+        })
+    }
+
+    /// Write atomically (temporary file + rename), so a crash never leaves half a state file.
+    pub fn save(&self) -> Result<(), LabError> {
+        let path = Self::file(&self.spec);
+        write_atomic(&path, serde_json::to_string_pretty(self).expect("state serializes").as_bytes())
+    }
+
+    pub fn victim(&self, name: &str) -> Option<&VictimState> {
+        self.victims.iter().find(|v| v.name == name)
+    }
+}
+
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LabError> {
+    let dir = path.parent().expect("state path has a parent");
+    std::fs::create_dir_all(dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| LabError::io(format!("writing {}", path.display()), e))
+}

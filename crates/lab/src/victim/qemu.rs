@@ -1,0 +1,304 @@
+//! The qemu victim: a Linux guest (Debian cloud kernel + vmguard's busybox initramfs) with
+//! virtio-net on a tap in the victim's namespace, a virtio disk for file benchmarks, QMP for
+//! statistics and a virtio-serial command channel.
+//!
+//! The accelerator is probed: KVM where the real guest boots with it, otherwise TCG. One code path
+//! serves both; only `-accel` and `-cpu` differ.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use exec::Cmd;
+use serde::{Deserialize, Serialize};
+
+use crate::LabError;
+use crate::image::GuestImage;
+use crate::spec::{AccelChoice, Host, LabSpec, VictimKind};
+use crate::state::{LabState, VictimState};
+
+/// What the guest's init prints once its services run.
+const UP_MARKER: &str = "VMGUARD_GUEST_UP";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+
+    fn qemu_args(self) -> [&'static str; 4] {
+        match self {
+            Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+            // qemu64: the model lab-facts saw boot the cloud kernel quickly under TCG.
+            Accel::Tcg => ["-accel", "tcg,thread=multi", "-cpu", "qemu64"],
+        }
+    }
+}
+
+/// The outcome of a KVM probe, cached per image, host kernel and qemu version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub accel: Accel,
+    pub reason: String,
+}
+
+pub fn qemu_binary() -> Result<PathBuf, LabError> {
+    exec::which("qemu-system-x86_64")
+        .ok_or_else(|| LabError::Missing("qemu-system-x86_64 (Debian package qemu-system-x86): run `make deps`".into()))
+}
+
+/// Decide the accelerator for `image`, probing KVM with the real guest when the spec says `auto`.
+pub fn choose_accel(
+    spec: &LabSpec,
+    image: &GuestImage,
+    probe_ns: &str,
+    progress: &dyn Fn(&str),
+) -> Result<ProbeResult, LabError> {
+    let kvm_usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    match spec.qemu.accelerator {
+        AccelChoice::Tcg => return Ok(ProbeResult { accel: Accel::Tcg, reason: "configured".into() }),
+        AccelChoice::Kvm if !kvm_usable => {
+            return Err(LabError::Spec("accelerator = \"kvm\" but /dev/kvm cannot be opened".into()));
+        }
+        AccelChoice::Kvm => return Ok(ProbeResult { accel: Accel::Kvm, reason: "configured".into() }),
+        AccelChoice::Auto if !kvm_usable => {
+            return Ok(ProbeResult { accel: Accel::Tcg, reason: "/dev/kvm cannot be opened".into() });
+        }
+        AccelChoice::Auto => {}
+    }
+    let qemu_version = Cmd::new(qemu_binary()?).arg("--version").stdout()?;
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cache_key = hex_key(&[&image.key, qemu_version.lines().next().unwrap_or(""), host_kernel.trim()]);
+    let cache = spec.cache_dir.join(format!("accel-probe-{cache_key}.json"));
+    if let Some(cached) =
+        std::fs::read_to_string(&cache).ok().and_then(|t| serde_json::from_str::<ProbeResult>(&t).ok())
+    {
+        return Ok(cached);
+    }
+    progress("probing whether the guest boots under KVM");
+    let result = probe_kvm(spec, image, probe_ns)?;
+    crate::state::write_atomic(&cache, serde_json::to_string(&result).expect("json").as_bytes())?;
+    Ok(result)
+}
+
+fn hex_key(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// Boot the guest under KVM with no devices; KVM is usable if it reaches userspace in time.
+fn probe_kvm(spec: &LabSpec, image: &GuestImage, ns: &str) -> Result<ProbeResult, LabError> {
+    let dir = LabState::dir(spec).join("qemu-probe");
+    std::fs::create_dir_all(&dir).map_err(|e| LabError::io("creating the probe directory", e))?;
+    let console = dir.join("console.log");
+    let log = dir.join("qemu.log");
+    let _ = std::fs::remove_file(&console);
+    let pid = Cmd::new(qemu_binary()?)
+        .args(Accel::Kvm.qemu_args())
+        .args(["-M", "pc", "-m", "256", "-smp", "1", "-nodefaults", "-no-reboot", "-display", "none"])
+        .arg("-kernel")
+        .arg(&image.kernel)
+        .arg("-initrd")
+        .arg(&image.initramfs)
+        .args(["-append", "console=ttyS0 quiet panic=-1 vmguard.probe=1"])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .netns(ns)
+        .spawn_detached(&log)?;
+    // Under real KVM the guest is up in a few seconds; a software or broken KVM is far slower.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let result = loop {
+        let text = std::fs::read_to_string(&console).unwrap_or_default();
+        if text.contains(UP_MARKER) {
+            break ProbeResult { accel: Accel::Kvm, reason: "the guest booted under KVM".into() };
+        }
+        let err = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = err.lines().find(|l| l.contains("error") || l.contains("Error")) {
+            break ProbeResult { accel: Accel::Tcg, reason: format!("KVM failed: {}", line.trim()) };
+        }
+        if !exec::pid_alive(pid) {
+            break ProbeResult { accel: Accel::Tcg, reason: "qemu exited under KVM before the guest was up".into() };
+        }
+        if Instant::now() > deadline {
+            break ProbeResult { accel: Accel::Tcg, reason: "the guest did not boot under KVM within 30 s".into() };
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    exec::stop_pid(pid, Duration::from_secs(2)).map_err(|e| LabError::io("stopping the KVM probe", e))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(result)
+}
+
+/// A locally administered MAC derived from the lab prefix, stable across runs.
+fn mac_for(prefix: &str) -> String {
+    let h = hex_key(&[prefix, "qemu-mac"]);
+    format!("52:54:00:{}:{}:{}", &h[0..2], &h[2..4], &h[4..6])
+}
+
+/// Start the guest; [`wait_booted`] waits for it. The caller checks HTTP.
+pub fn start(state: &LabState, host: &Host, image: &GuestImage, accel: &ProbeResult) -> Result<VictimState, LabError> {
+    let spec = &state.spec;
+    let dir = LabState::dir(spec).join("qemu");
+    std::fs::create_dir_all(&dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
+    let disk = dir.join("disk.img");
+    Cmd::new("qemu-img")
+        .args(["create", "-q", "-f", "raw"])
+        .arg(&disk)
+        .arg(format!("{}M", spec.qemu.disk_mib))
+        .run()?;
+    Cmd::new("mkfs.ext4").args(["-q", "-F", "-L", "vmguard-data"]).arg(&disk).run()?;
+
+    let console = dir.join("console.log");
+    let qmp = dir.join("qmp.sock");
+    let ctl = dir.join("ctl.sock");
+    let log = dir.join("qemu.log");
+    let _ = std::fs::remove_file(&console);
+    let cookies = if spec.syncookies { 1 } else { 0 };
+    let append = format!(
+        "console=ttyS0 quiet panic=-1 vmguard.ip={}/24 vmguard.gw={} vmguard.syncookies={cookies}",
+        host.address, host.gateway
+    );
+    let tap = crate::net::qemu_tap(&state.plan);
+    let pid = Cmd::new(qemu_binary()?)
+        .args(["-name", &format!("{}-vm", spec.prefix)])
+        .args(accel.accel.qemu_args())
+        .args(["-M", "pc", "-nodefaults", "-no-reboot", "-display", "none"])
+        .args(["-m", &spec.qemu.memory_mib.to_string(), "-smp", &spec.qemu.vcpus.to_string()])
+        .arg("-kernel")
+        .arg(&image.kernel)
+        .arg("-initrd")
+        .arg(&image.initramfs)
+        .args(["-append", &append])
+        .args(["-netdev", &format!("tap,id=n0,ifname={tap},script=no,downscript=no")])
+        .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={}", mac_for(&spec.prefix))])
+        .args(["-drive", &format!("file={},format=raw,if=virtio,cache=none,aio=threads", disk.display())])
+        .args(["-serial", &format!("file:{}", console.display())])
+        .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
+        .args(["-device", "virtio-serial-pci"])
+        .args(["-chardev", &format!("socket,id=ctl,path={},server=on,wait=off", ctl.display())])
+        .args(["-device", "virtserialport,chardev=ctl,name=vmguard.ctl"])
+        .netns(&host.ns)
+        .spawn_detached(&log)?;
+    Ok(VictimState {
+        name: VictimKind::Qemu.to_string(),
+        kind: VictimKind::Qemu,
+        ns: host.ns.clone(),
+        address: host.address,
+        pids: vec![pid],
+        accelerator: Some(accel.accel.as_str().into()),
+        host_iface: tap,
+        host_iface_ns: host.ns.clone(),
+        qmp_socket: Some(qmp),
+        control_socket: Some(ctl),
+        container_id: None,
+        cgroup: None,
+        log: console,
+        start_secs: 0.0,
+    })
+}
+
+/// Wait until the guest's init reports its services up.
+pub fn wait_booted(victim: &VictimState, timeout: Duration) -> Result<(), LabError> {
+    let pid = victim.pids[0];
+    let console = &victim.log;
+    let log = console.with_file_name("qemu.log");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if std::fs::read_to_string(console).unwrap_or_default().contains(UP_MARKER) {
+            return Ok(());
+        }
+        if !exec::pid_alive(pid) {
+            return Err(LabError::Victim {
+                victim: victim.name.clone(),
+                reason: format!("qemu exited during boot: {}", tail(&log, 5)),
+                log,
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::Victim {
+                victim: victim.name.clone(),
+                reason: format!(
+                    "the guest did not finish booting within {timeout:?} (raise [lab.qemu] boot_timeout_secs); console: {}",
+                    tail(console, 3)
+                ),
+                log: console.clone(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let out = all[all.len().saturating_sub(lines)..].join(" | ");
+    if out.is_empty() { "(empty)".into() } else { out }
+}
+
+/// Output and exit status of a command run inside the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestOutput {
+    pub status: i32,
+    pub output: String,
+}
+
+/// Run a shell script inside the guest over its virtio-serial command channel.
+pub fn guest_run(control_socket: &Path, script: &str, timeout: Duration) -> Result<GuestOutput, LabError> {
+    let fail = |what: &str, e: std::io::Error| LabError::Guest(format!("{what} ({}): {e}", control_socket.display()));
+    let mut stream =
+        UnixStream::connect(control_socket).map_err(|e| fail("cannot reach the guest's command channel", e))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
+    let id = format!(
+        "{:x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+    );
+    writeln!(stream, "{id} {}", base64::engine::general_purpose::STANDARD.encode(script))
+        .map_err(|e| fail("cannot send to the guest", e))?;
+    let marker = format!("@@VMGUARD-EXIT {id} ");
+    let mut output = String::new();
+    let mut reader = BufReader::new(stream);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).map_err(|e| fail("no answer from the guest", e))?;
+        if n == 0 {
+            return Err(LabError::Guest("the guest closed its command channel".into()));
+        }
+        if let Some(rest) = line.trim_end().strip_prefix(&marker) {
+            let status = rest.trim().parse().unwrap_or(-1);
+            return Ok(GuestOutput { status, output });
+        }
+        output.push_str(&line);
+        if Instant::now() > deadline {
+            return Err(LabError::Guest(format!("the guest command did not finish within {timeout:?}")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_is_local_and_stable() {
+        assert_eq!(mac_for("vmg"), mac_for("vmg"));
+        assert!(mac_for("vmg").starts_with("52:54:00:"));
+        assert_ne!(mac_for("vmg"), mac_for("abc"));
+    }
+}
