@@ -9,6 +9,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
 
 use crate::WireError;
 use crate::checksum;
@@ -17,7 +18,8 @@ use crate::tcp::{self, Flags, TcpOption};
 use crate::udp;
 
 /// The options of a SYN, laid out the way Linux lays them out (with NOP padding to 4-byte words).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SynOptions {
     /// Maximum segment size.
     pub mss: Option<u16>,
@@ -88,14 +90,16 @@ pub enum SourceAddr {
 }
 
 /// A source port: random (1024 to 65535) or fixed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Port {
     Random,
     Fixed(u16),
 }
 
 /// A 32-bit number (sequence or acknowledgement): random or fixed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Number {
     Random,
     Fixed(u32),
