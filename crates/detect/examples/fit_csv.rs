@@ -120,4 +120,3 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("{report}");
     Ok(())
 }
-

@@ -354,6 +354,45 @@ impl GaussianMixture {
         })
     }
 
+    /// The mixture restricted to some components, weights renormalised to sum to 1 (e.g. only the
+    /// components mapped to "normal", to score how normal a window looks). `None` if `components` is
+    /// empty or names a component that does not exist.
+    pub fn subset(&self, components: &[usize]) -> Option<GaussianMixture> {
+        let k = self.weights.len();
+        let d = self.means.ncols();
+        if components.is_empty() || components.iter().any(|&c| c >= k) {
+            return None;
+        }
+        let total: f64 = components.iter().map(|&c| self.weights[c]).sum();
+        let stride = match self.covariance {
+            CovarianceType::Full => d * d,
+            CovarianceType::Diag => d,
+        };
+        let mut out = GaussianMixture {
+            covariance: self.covariance,
+            weights: Vec::new(),
+            means: Matrix::zeros(0, d),
+            covariances: Vec::new(),
+            prec: Vec::new(),
+            log_consts: Vec::new(),
+            lower_bound: f64::NAN,
+            n_iter: 0,
+            converged: self.converged,
+            lower_bound_history: Vec::new(),
+        };
+        let mut means = Vec::new();
+        for &c in components {
+            let w = self.weights[c] / total;
+            out.weights.push(w);
+            means.extend_from_slice(self.means.row(c));
+            out.covariances.extend_from_slice(&self.covariances[c * stride..(c + 1) * stride]);
+            out.prec.extend_from_slice(&self.prec[c * stride..(c + 1) * stride]);
+            out.log_consts.push(self.log_consts[c] - self.weights[c].ln() + w.ln());
+        }
+        out.means = Matrix::new(components.len(), d, means).expect("k' x d");
+        Some(out)
+    }
+
     /// Covariance shape.
     pub fn covariance_type(&self) -> CovarianceType {
         self.covariance
