@@ -2,13 +2,25 @@ use super::*;
 use proptest::prelude::*;
 use telemetry::GuestKind;
 
-pub(crate) fn temp_db(tag: &str) -> PathBuf {
+/// A database path in a scratch directory that is removed when dropped.
+pub(crate) struct TempDb {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub(crate) fn temp_db(tag: &str) -> TempDb {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("vmgt-store-{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join("vmguard.db")
+    TempDb { path: dir.join("vmguard.db"), dir }
 }
 
 fn s(t: i64, guest: &str, source: SourceId, counter: &str, value: u64, kind: Kind) -> Sample {
@@ -17,7 +29,8 @@ fn s(t: i64, guest: &str, source: SourceId, counter: &str, value: u64, kind: Kin
 
 #[test]
 fn append_and_query_back() {
-    let path = temp_db("basic");
+    let db = temp_db("basic");
+    let path = db.path.clone();
     let mut st = Store::open(&path).unwrap();
     assert_eq!(st.schema_version().unwrap(), SCHEMA_VERSION);
     let batch = vec![
@@ -51,7 +64,8 @@ fn append_and_query_back() {
 
 #[test]
 fn guests_labels_and_bench_results() {
-    let mut st = Store::open(temp_db("meta")).unwrap();
+    let db = temp_db("meta");
+    let mut st = Store::open(&db.path).unwrap();
     let info = GuestInfo { pid: Some(42), netns: Some("vmgt-vm".into()), ..GuestInfo::new("vm1", GuestKind::Qemu) };
     st.put_guest(&info).unwrap();
     st.append(&[s(1, "ct1", SourceId::Cgroup, "cpu.usage_ns", 1, Kind::Counter)]).unwrap();
@@ -100,7 +114,8 @@ fn guests_labels_and_bench_results() {
 
 #[test]
 fn newer_schema_is_refused_and_old_files_migrate() {
-    let path = temp_db("version");
+    let db = temp_db("version");
+    let path = db.path.clone();
     {
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
@@ -109,14 +124,16 @@ fn newer_schema_is_refused_and_old_files_migrate() {
     assert!(err.to_string().contains("upgrade vmguard"), "{err}");
 
     // A version-0 file (empty) is migrated to the current version.
-    let path = temp_db("empty");
+    let db = temp_db("empty");
+    let path = db.path.clone();
     Connection::open(&path).unwrap();
     assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), SCHEMA_VERSION);
 }
 
 #[test]
 fn wal_mode_is_on() {
-    let st = Store::open(temp_db("wal")).unwrap();
+    let db = temp_db("wal");
+    let st = Store::open(&db.path).unwrap();
     let mode: String = st.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
@@ -125,7 +142,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
     #[test]
     fn any_batch_round_trips(rows in proptest::collection::vec((0i64..50, "[a-z]{1,3}", 0usize..3, "[a-zA-Z._ /0-9]{1,12}", any::<u64>()), 0..40)) {
-        let mut st = Store::open(temp_db("prop")).unwrap();
+        let db = temp_db("prop");
+        let mut st = Store::open(&db.path).unwrap();
         let kinds = [Kind::Counter, Kind::Counter32, Kind::Gauge];
         // The kind is a property of the counter: derive it from the name so one name has one kind.
         let batch: Vec<Sample> = rows.iter().map(|(t, g, src, c, v)| {

@@ -55,6 +55,8 @@ fn kill_9_loses_at_most_the_uncommitted_batch() {
         .spawn()
         .unwrap();
     let pid = child.id();
+    // If anything below panics, the endless writer still dies (by PID).
+    let mut guard = KillOnDrop(Some(pid));
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut committed = None;
     for line in lines.by_ref() {
@@ -71,6 +73,7 @@ fn kill_9_loses_at_most_the_uncommitted_batch() {
     let rc = unsafe { libc_kill(pid as i32, 9) };
     assert_eq!(rc, 0, "kill -9 {pid}");
     child.wait().unwrap();
+    guard.0 = None;
     let committed = committed.expect("the writer committed batches");
 
     let st = Store::open(&path).unwrap();
@@ -81,6 +84,17 @@ fn kill_9_loses_at_most_the_uncommitted_batch() {
     assert!(rounds > committed, "{rounds} batches stored, writer reported {} committed", committed + 1);
     eprintln!("writer killed after reporting {} commits; {rounds} whole batches in the file", committed + 1);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: plain syscall on our own, not yet reaped child.
+            unsafe { libc_kill(pid as i32, 9) };
+        }
+    }
 }
 
 unsafe extern "C" {

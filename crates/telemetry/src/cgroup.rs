@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::file::KeptFile;
 use crate::sample::{Emit, Kind, Sample, SourceId};
-use crate::snmp::read_into;
 use crate::{Source, TelemetryError};
 
 /// Where cgroup hierarchies are mounted.
@@ -100,8 +100,26 @@ pub struct CgroupCpu {
     guest: Arc<str>,
     rel: String,
     root: PathBuf,
-    files: Option<CgroupFiles>,
+    files: Option<Kept>,
     buf: String,
+}
+
+/// The open files of a located cgroup.
+enum Kept {
+    V1 { usage: Option<(KeptFile, KeptFile)>, cpu_stat: Option<KeptFile> },
+    V2 { cpu_stat: KeptFile },
+}
+
+impl Kept {
+    fn new(files: CgroupFiles) -> Kept {
+        match files {
+            CgroupFiles::V1 { cpuacct, cpu } => Kept::V1 {
+                usage: cpuacct.map(|d| (KeptFile::new(d.join("cpuacct.usage")), KeptFile::new(d.join("cpuacct.stat")))),
+                cpu_stat: cpu.map(|d| KeptFile::new(d.join("cpu.stat"))),
+            },
+            CgroupFiles::V2 { dir } => Kept::V2 { cpu_stat: KeptFile::new(dir.join("cpu.stat")) },
+        }
+    }
 }
 
 impl CgroupCpu {
@@ -117,28 +135,30 @@ impl CgroupCpu {
 
     fn read(&mut self, time_ns: i64, out: &mut Vec<Sample>) -> Result<(), TelemetryError> {
         if self.files.is_none() {
-            self.files = CgroupFiles::find(&self.root, &self.rel);
+            self.files = CgroupFiles::find(&self.root, &self.rel).map(Kept::new);
         }
-        let files = self.files.as_ref().ok_or_else(|| TelemetryError::CgroupMissing { cgroup: self.rel.clone() })?;
+        let files = self.files.as_mut().ok_or_else(|| TelemetryError::CgroupMissing { cgroup: self.rel.clone() })?;
         let mut emit = Emit { out, guest: &self.guest, source: SourceId::Cgroup, time_ns };
         match files {
-            CgroupFiles::V1 { cpuacct, cpu } => {
-                if let Some(dir) = cpuacct {
-                    read_into(&dir.join("cpuacct.usage"), &mut self.buf)?;
-                    let usage = self.buf.trim().parse().map_err(|_| {
-                        TelemetryError::parse(dir.join("cpuacct.usage").display().to_string(), "not a number")
-                    })?;
-                    emit.push("cpu.usage_ns", usage, Kind::Counter);
-                    read_into(&dir.join("cpuacct.stat"), &mut self.buf)?;
+            Kept::V1 { usage, cpu_stat } => {
+                if let Some((usage, stat)) = usage {
+                    usage.read(&mut self.buf)?;
+                    let v = self
+                        .buf
+                        .trim()
+                        .parse()
+                        .map_err(|_| TelemetryError::parse(usage.path().display().to_string(), "not a number"))?;
+                    emit.push("cpu.usage_ns", v, Kind::Counter);
+                    stat.read(&mut self.buf)?;
                     emit_v1_cpuacct_stat(&self.buf, &mut emit);
                 }
-                if let Some(dir) = cpu {
-                    read_into(&dir.join("cpu.stat"), &mut self.buf)?;
+                if let Some(f) = cpu_stat {
+                    f.read(&mut self.buf)?;
                     emit_v1_cpu_stat(&self.buf, &mut emit);
                 }
             }
-            CgroupFiles::V2 { dir } => {
-                read_into(&dir.join("cpu.stat"), &mut self.buf)?;
+            Kept::V2 { cpu_stat } => {
+                cpu_stat.read(&mut self.buf)?;
                 emit_v2_cpu_stat(&self.buf, &mut emit);
             }
         }

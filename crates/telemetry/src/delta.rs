@@ -48,11 +48,14 @@ impl Delta {
     }
 }
 
+/// Counter name -> (time, value) of its last reading.
+type LastReadings = HashMap<String, (i64, u64)>;
+
 /// Remembers the last reading of every cumulative counter and turns each new one into a [`Delta`].
 #[derive(Debug, Default)]
 pub struct DeltaTracker {
     // guest -> source -> counter -> (time, value): nested so a lookup borrows `&str` and allocates nothing.
-    last: HashMap<Arc<str>, HashMap<SourceId, HashMap<String, (i64, u64)>>>,
+    last: HashMap<Arc<str>, HashMap<SourceId, LastReadings>>,
 }
 
 impl DeltaTracker {

@@ -18,6 +18,7 @@
 pub mod cgroup;
 pub mod delta;
 mod error;
+mod file;
 pub mod guest;
 pub mod netdev;
 #[cfg(feature = "sources")]

@@ -74,6 +74,8 @@ pub struct NetDev {
     guest: Arc<str>,
     iface: String,
     netns: Option<String>,
+    /// A file of the same format to read instead (a recorded copy).
+    file: Option<std::path::PathBuf>,
     open: Option<(std::fs::File, Option<u64>)>,
     buf: String,
 }
@@ -86,6 +88,19 @@ impl NetDev {
             guest: guest.into(),
             iface: iface.name.clone(),
             netns: iface.netns.clone(),
+            file: None,
+            open: None,
+            buf: String::with_capacity(4096),
+        }
+    }
+
+    /// Read `iface` from a file of `/proc/net/dev` format (recorded inputs, in tests and benchmarks).
+    pub fn from_file(guest: &str, iface: &str, path: impl Into<std::path::PathBuf>) -> Self {
+        NetDev {
+            guest: guest.into(),
+            iface: iface.to_string(),
+            netns: None,
+            file: Some(path.into()),
             open: None,
             buf: String::with_capacity(4096),
         }
@@ -93,6 +108,9 @@ impl NetDev {
 
     fn open(&self) -> Result<(std::fs::File, Option<u64>), crate::TelemetryError> {
         const PATH: &str = "/proc/thread-self/net/dev";
+        if let Some(p) = &self.file {
+            return std::fs::File::open(p).map(|f| (f, None)).map_err(|e| crate::TelemetryError::read(p, e));
+        }
         match &self.netns {
             None => std::fs::File::open(PATH).map(|f| (f, None)).map_err(|e| crate::TelemetryError::read(PATH, e)),
             Some(ns) => {
@@ -105,7 +123,7 @@ impl NetDev {
     }
 
     fn read(&mut self, time_ns: i64, out: &mut Vec<Sample>) -> Result<(), crate::TelemetryError> {
-        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::FileExt;
         // The namespace may have been deleted and recreated under the same name: then reopen (and let the
         // old one go: the open file holds a reference to it).
         let current = self.netns.as_deref().and_then(netns::inode);
@@ -116,10 +134,23 @@ impl NetDev {
             self.open = Some(self.open()?);
         }
         let (file, _) = self.open.as_mut().expect("just opened");
-        self.buf.clear();
+        // One pread from offset 0 per round: the kernel regenerates the text for the namespace.
         let path = "/proc/net/dev";
-        file.seek(SeekFrom::Start(0)).map_err(|e| crate::TelemetryError::read(path, e))?;
-        file.read_to_string(&mut self.buf).map_err(|e| crate::TelemetryError::read(path, e))?;
+        let mut bytes = std::mem::take(&mut self.buf).into_bytes();
+        bytes.resize(bytes.capacity().max(8192), 0);
+        let mut len = 0;
+        loop {
+            if bytes.len() - len < 1024 {
+                bytes.resize(bytes.len() * 2, 0);
+            }
+            match file.read_at(&mut bytes[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) => return Err(crate::TelemetryError::read(path, e)),
+            }
+        }
+        bytes.truncate(len);
+        self.buf = String::from_utf8(bytes).map_err(|_| crate::TelemetryError::parse(path, "not UTF-8 text"))?;
         let vals = parse_netdev_iface(&self.buf, &self.iface).ok_or_else(|| crate::TelemetryError::IfaceMissing {
             iface: self.iface.clone(),
             netns: self.netns.clone().unwrap_or_else(|| "(host)".into()),

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cgroup::USER_HZ;
+use crate::file::KeptFile;
 use crate::sample::{Emit, Kind, Sample, SourceId};
-use crate::snmp::read_into;
 use crate::{Source, TelemetryError};
 
 const NS_PER_TICK: u64 = 1_000_000_000 / USER_HZ;
@@ -108,14 +108,25 @@ impl ThreadTotals {
     }
 }
 
+/// The kept-open files of one thread.
+struct ThreadFiles {
+    tid: u32,
+    stat: KeptFile,
+    status: KeptFile,
+}
+
 /// CPU time and context switches of one host process and its threads.
+///
+/// The thread list is re-read only when the process's thread count changes or a thread's files fail;
+/// every file stays open between rounds.
 pub struct ProcessCpu {
     guest: Arc<str>,
     dir: PathBuf,
+    process: KeptFile,
+    threads: Vec<ThreadFiles>,
     totals: ThreadTotals,
     stat: String,
     status: String,
-    path: PathBuf,
 }
 
 impl ProcessCpu {
@@ -125,14 +136,35 @@ impl ProcessCpu {
 
     /// Read another directory of the same layout (`stat`, `task/*/stat`, `task/*/status`).
     pub fn from_dir(guest: &str, dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
         ProcessCpu {
             guest: guest.into(),
-            dir: dir.into(),
+            process: KeptFile::new(dir.join("stat")),
+            dir,
+            threads: Vec::new(),
             totals: ThreadTotals::default(),
             stat: String::with_capacity(512),
             status: String::with_capacity(2048),
-            path: PathBuf::new(),
         }
+    }
+
+    fn rescan(&mut self) -> Result<(), TelemetryError> {
+        let task_dir = self.dir.join("task");
+        let entries = std::fs::read_dir(&task_dir).map_err(|e| TelemetryError::read(&task_dir, e))?;
+        let mut tids: Vec<u32> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+        tids.sort_unstable();
+        self.threads.retain(|t| tids.binary_search(&t.tid).is_ok());
+        for tid in tids {
+            if !self.threads.iter().any(|t| t.tid == tid) {
+                let d = task_dir.join(tid.to_string());
+                self.threads.push(ThreadFiles {
+                    tid,
+                    stat: KeptFile::new(d.join("stat")),
+                    status: KeptFile::new(d.join("status")),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -146,29 +178,28 @@ impl Source for ProcessCpu {
     }
 
     fn sample(&mut self, time_ns: i64, out: &mut Vec<Sample>) -> Result<(), TelemetryError> {
-        self.path.clear();
-        self.path.push(&self.dir);
-        self.path.push("stat");
-        read_into(&self.path, &mut self.stat)?;
+        self.process.read(&mut self.stat)?;
         let process = parse_stat(&self.stat)
             .map(|st| (st.utime + st.stime, st.num_threads))
-            .ok_or_else(|| TelemetryError::parse(self.path.display().to_string(), "unexpected format"))?;
+            .ok_or_else(|| TelemetryError::parse(self.process.path().display().to_string(), "unexpected format"))?;
+        if self.threads.len() as u64 != process.1 {
+            self.rescan()?;
+        }
         self.totals.clear();
-        let task_dir = self.dir.join("task");
-        let entries = std::fs::read_dir(&task_dir).map_err(|e| TelemetryError::read(&task_dir, e))?;
-        for entry in entries.flatten() {
-            // A thread may exit between listing and reading: skip it.
-            self.path.clear();
-            self.path.push(entry.path());
-            self.path.push("stat");
-            if read_into(&self.path, &mut self.stat).is_err() {
+        let mut gone = false;
+        for t in &mut self.threads {
+            // A thread may exit at any time: skip it this round, list the threads again next round.
+            if t.stat.read(&mut self.stat).is_err() {
+                gone = true;
                 continue;
             }
-            self.path.set_file_name("status");
-            if read_into(&self.path, &mut self.status).is_err() {
+            if t.status.read(&mut self.status).is_err() {
                 self.status.clear();
             }
             self.totals.add_thread(&self.stat, &self.status);
+        }
+        if gone {
+            self.threads.clear();
         }
         let mut emit = Emit { out, guest: &self.guest, source: SourceId::Process, time_ns };
         self.totals.emit(Some(process), &mut emit);

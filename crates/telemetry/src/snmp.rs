@@ -2,9 +2,9 @@
 //! `Tcp.InSegs`, `Tcp.OutSegs`, `TcpExt.SyncookiesSent`, `TcpExt.ListenDrops`, `TcpExt.ListenOverflows`,
 //! `TcpExt.TCPReqQFullDoCookies`, ... Read from the host through any PID inside the namespace.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::file::KeptFile;
 use crate::sample::{Emit, Kind, Sample, SourceId};
 use crate::{Source, TelemetryError};
 
@@ -62,7 +62,7 @@ pub(crate) fn emit_snmp(text: &str, sections: &[&str], emit: &mut Emit<'_>) -> u
 /// Protocol counters of the namespace a process lives in.
 pub struct NetSnmp {
     guest: Arc<str>,
-    paths: [PathBuf; 2],
+    files: [KeptFile; 2],
     sections: Vec<&'static str>,
     buf: String,
 }
@@ -74,10 +74,14 @@ impl NetSnmp {
     }
 
     /// Read other files of the same format (recorded copies, in tests and benchmarks).
-    pub fn from_files(guest: &str, snmp: impl Into<PathBuf>, netstat: impl Into<PathBuf>) -> Self {
+    pub fn from_files(
+        guest: &str,
+        snmp: impl Into<std::path::PathBuf>,
+        netstat: impl Into<std::path::PathBuf>,
+    ) -> Self {
         NetSnmp {
             guest: guest.into(),
-            paths: [snmp.into(), netstat.into()],
+            files: [KeptFile::new(snmp), KeptFile::new(netstat)],
             sections: DEFAULT_SECTIONS.to_vec(),
             buf: String::with_capacity(8192),
         }
@@ -101,24 +105,17 @@ impl Source for NetSnmp {
 
     fn sample(&mut self, time_ns: i64, out: &mut Vec<Sample>) -> Result<(), TelemetryError> {
         let mut emit = Emit { out, guest: &self.guest, source: SourceId::Snmp, time_ns };
-        for path in &self.paths {
-            read_into(path, &mut self.buf)?;
+        for file in &mut self.files {
+            file.read(&mut self.buf)?;
             if emit_snmp(&self.buf, &self.sections, &mut emit) == 0 {
-                return Err(TelemetryError::parse(path.display().to_string(), "no counter of the wanted sections"));
+                return Err(TelemetryError::parse(
+                    file.path().display().to_string(),
+                    "no counter of the wanted sections",
+                ));
             }
         }
         Ok(())
     }
-}
-
-/// Read a whole file into a reused buffer.
-pub(crate) fn read_into(path: &std::path::Path, buf: &mut String) -> Result<(), TelemetryError> {
-    use std::io::Read;
-    buf.clear();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(buf))
-        .map(|_| ())
-        .map_err(|e| TelemetryError::read(path, e))
 }
 
 #[cfg(test)]

@@ -43,11 +43,27 @@ fn value(samples: &[Sample], counter: &str) -> u64 {
     samples.iter().find(|s| s.counter == counter).unwrap_or_else(|| panic!("no sample {counter}: {samples:?}")).value
 }
 
-fn scratch(tag: &str) -> PathBuf {
+/// A scratch directory, removed when dropped (also when the test fails).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(tag: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("vmgt-live-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 /// A process started by a test, stopped by PID when dropped.
@@ -150,7 +166,6 @@ fn qmp_kvm_stats_move_between_reads() {
     drop(qemu);
     let mut out = Vec::new();
     assert!(src.sample(0, &mut out).is_err());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A named network namespace `vmgt...`, deleted when dropped.
@@ -234,7 +249,6 @@ fn netdev_and_snmp_read_inside_the_namespace() {
     value(&after, "TcpExt.SyncookiesSent");
     value(&after, "TcpExt.ListenDrops");
     drop(sleeper);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A v1 cgroup `vmgt...` in the cpu and cpuacct hierarchies (or v2), removed when dropped.
@@ -289,5 +303,4 @@ fn cgroup_cpu_use_grows_with_a_busy_process() {
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(cg);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,112 @@
+//! Counter files kept open between rounds and re-read from offset 0 (one `pread` instead of
+//! open + read + close: /proc, sysfs and cgroupfs regenerate their text on every read from the start).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::TelemetryError;
+
+#[derive(Debug)]
+pub(crate) struct KeptFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl KeptFile {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        KeptFile { path: path.into(), file: None }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read the whole file into `buf` (replacing its content). After a failed read the file is reopened
+    /// once (it may have been replaced); a second failure is the error.
+    pub fn read(&mut self, buf: &mut String) -> Result<(), TelemetryError> {
+        if self.file.is_some() && self.read_open(buf).is_ok() {
+            return Ok(());
+        }
+        self.file = None;
+        self.file = Some(File::open(&self.path).map_err(|e| TelemetryError::read(&self.path, e))?);
+        let r = self.read_open(buf);
+        if r.is_err() {
+            self.file = None;
+        }
+        r
+    }
+
+    fn read_open(&mut self, buf: &mut String) -> Result<(), TelemetryError> {
+        let file = self.file.as_ref().expect("open");
+        // Reuse the String's allocation as the byte buffer.
+        let mut bytes = std::mem::take(buf).into_bytes();
+        bytes.clear();
+        let result = read_all_at(file, &mut bytes);
+        match (result, String::from_utf8(bytes)) {
+            (Ok(()), Ok(s)) => {
+                *buf = s;
+                Ok(())
+            }
+            (Err(e), _) => Err(TelemetryError::read(&self.path, e)),
+            (Ok(()), Err(e)) => {
+                *buf = String::new();
+                Err(TelemetryError::parse(self.path.display().to_string(), format!("not UTF-8 text: {e}")))
+            }
+        }
+    }
+}
+
+fn read_all_at(file: &File, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut len = 0usize;
+    loop {
+        if bytes.len() < len + 4096 {
+            bytes.resize(len + 8192, 0);
+        }
+        match file.read_at(&mut bytes[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                bytes.truncate(len);
+                return Err(e);
+            }
+        }
+    }
+    bytes.truncate(len);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rereads_fresh_content_and_reopens_replaced_files() {
+        let dir = std::env::temp_dir().join(format!("vmgt-keptfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        std::fs::write(&p, "one").unwrap();
+        let mut f = KeptFile::new(&p);
+        let mut buf = String::new();
+        f.read(&mut buf).unwrap();
+        assert_eq!(buf, "one");
+        std::fs::write(&p, "two, longer than 8 KiB? no, but longer").unwrap();
+        f.read(&mut buf).unwrap();
+        assert_eq!(buf, "two, longer than 8 KiB? no, but longer");
+        let big = "x".repeat(20_000);
+        std::fs::write(&p, &big).unwrap();
+        f.read(&mut buf).unwrap();
+        assert_eq!(buf.len(), 20_000);
+        std::fs::remove_file(&p).unwrap();
+        // Still open: reads the unlinked file; a new file at the path is picked up only after a failure.
+        assert!(f.read(&mut buf).is_ok());
+        let mut gone = KeptFile::new(dir.join("none"));
+        assert!(gone.read(&mut buf).unwrap_err().to_string().contains("cannot read"));
+        // /proc regenerates on every read from 0.
+        let mut stat = KeptFile::new("/proc/self/stat");
+        stat.read(&mut buf).unwrap();
+        assert!(buf.contains(&format!("{} (", std::process::id())));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
