@@ -53,9 +53,13 @@ impl Pair {
         ip(&["netns", "add", &p.b]);
         // No IPv6: its link-local chatter (DAD, MLD, router solicitations) would add to the counters.
         for ns in [&p.a, &p.b] {
-            for key in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
-                Cmd::new("sysctl").args(["-q", "-w", key]).netns(ns.as_str()).run().unwrap_or_else(|e| panic!("{e}"));
-            }
+            // /proc/sys/net shows the network namespace of the thread that opens it.
+            netns::run_in(ns, || {
+                for which in ["all", "default"] {
+                    std::fs::write(format!("/proc/sys/net/ipv6/conf/{which}/disable_ipv6"), "1").unwrap();
+                }
+            })
+            .unwrap();
         }
         ip(&["link", "add", &if_a, "netns", &p.a, "type", "veth", "peer", "name", &p.if_b, "netns", &p.b]);
         ip(&["-n", &p.a, "addr", "add", &format!("{SENDER_ADDR}/24"), "dev", &if_a]);
