@@ -3,6 +3,7 @@
 # vs hping3 (`-S --flood --rand-source`) vs trafgen (netsniff-ng, TX ring, random sources).
 #
 #   scripts/flood-compare.sh [SECONDS_PER_RUN=5] [ROUNDS=3] [CPU=1]
+#   RPS_CPU=0 scripts/flood-compare.sh ...   # receiver's stack on CPU 0 (RPS), so CPU 1 only sends
 #
 # Creates its own namespaces vmgt-cmp-a (sender) and vmgt-cmp-b (receiver) joined by a veth pair,
 # measures packets/s on the receiver's interface (rx_packets over a window after a 1 s warm-up), takes
@@ -51,6 +52,11 @@ ip -n "$NS_B" addr add "$ADDR_B/24" dev "$IF_B"
 for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
 ip -n "$NS_A" link set "$IF_A" up
 ip -n "$NS_B" link set "$IF_B" up
+# By default the receiver's TCP/IP processing runs in softirq on the sending CPU (veth delivers on the
+# CPU that transmits), so every tool pays the same receive cost. RPS_CPU moves it to another CPU.
+if [ -n "${RPS_CPU:-}" ]; then
+    printf '%x' $((1 << RPS_CPU)) | ip netns exec "$NS_B" tee "/sys/class/net/$IF_B/queues/rx-0/rps_cpus" >/dev/null
+fi
 
 rx_packets() { ip netns exec "$NS_B" cat "/sys/class/net/$IF_B/statistics/rx_packets"; }
 mac_bytes() { ip netns exec "$1" cat "/sys/class/net/$2/address" | awk -F: '{for (i = 1; i <= NF; i++) printf "0x%s%s", $i, (i < NF ? ", " : "")}'; }
@@ -111,6 +117,7 @@ for tool in "${TOOLS[@]}"; do MED[$tool]=$(echo "${RESULTS[$tool]}" | median); d
 
 echo
 echo "SYN flood, one veth pair, sender pinned to CPU $CPU, receiver rx_packets over ${SECS}s windows, median of $ROUNDS"
+if [ -n "${RPS_CPU:-}" ]; then echo "receiver stack on CPU $RPS_CPU (RPS)"; else echo "receiver stack on the sending CPU"; fi
 printf '%-14s %12s %10s %10s  %s\n' tool "rx pps" "x hping3" "x trafgen" "runs"
 descr() {
     case $1 in
