@@ -143,3 +143,17 @@ impl Matrix {
         Ok(())
     }
 }
+
+/// Serde helper for an `f64` that may be NaN or infinite: JSON has no such numbers, so they are written
+/// as `null` and read back as NaN.
+pub(crate) mod lenient_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() { s.serialize_f64(*v) } else { s.serialize_none() }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}

@@ -37,8 +37,9 @@ pub trait Scaler: Send + Sync {
 pub struct MinMaxScaler {
     min: Vec<f64>,
     max: Vec<f64>,
-    /// `1 / (max - min)`, or 0 for a constant feature.
-    inv_range: Vec<f64>,
+    /// `max - min` (0 for a constant feature, which maps to 0). Scaling divides rather than
+    /// multiplies by a reciprocal: a training maximum then maps to exactly 1, never 1 + 1 ulp.
+    range: Vec<f64>,
 }
 
 impl MinMaxScaler {
@@ -59,8 +60,8 @@ impl MinMaxScaler {
 
     /// A scaler from known bounds (e.g. configured ranges).
     pub fn from_bounds(min: Vec<f64>, max: Vec<f64>) -> Self {
-        let inv_range = min.iter().zip(&max).map(|(a, b)| if b > a { 1.0 / (b - a) } else { 0.0 }).collect();
-        Self { min, max, inv_range }
+        let range = min.iter().zip(&max).map(|(a, b)| if b > a { b - a } else { 0.0 }).collect();
+        Self { min, max, range }
     }
 
     /// Training minimum per feature.
@@ -79,8 +80,8 @@ impl Scaler for MinMaxScaler {
     }
     #[inline]
     fn scale_row(&self, row: &mut [f64]) {
-        for ((v, m), s) in row.iter_mut().zip(&self.min).zip(&self.inv_range) {
-            *v = (*v - m) * s;
+        for ((v, m), r) in row.iter_mut().zip(&self.min).zip(&self.range) {
+            *v = if *r > 0.0 { (*v - m) / r } else { 0.0 };
         }
     }
 }
@@ -163,6 +164,8 @@ mod tests {
         assert_eq!(row, [2.0, 0.0, -1.0]);
         assert!(s.transform(&Matrix::from_rows(&[[1.0]]).unwrap()).is_err());
         assert!(MinMaxScaler::fit(&Matrix::from_rows(&[[f64::NAN]]).unwrap()).is_err());
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<MinMaxScaler>(&json).unwrap(), s);
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //! as initial responsibilities, then E-step / M-step until the mean log-likelihood changes by less
 //! than `tol`), so that the two can be compared on the same data.
 //!
-//! Own implementation rather than `linfa-clustering`'s `GaussianMixture`: LINFA_GMM_MEASUREMENT
+//! Own implementation rather than `linfa-clustering`'s `GaussianMixtureModel`, chosen by measurement
+//! (`examples/linfa_compare.rs`, 1,000,000 windows x 8 features, k = 2, one run, tol 1e-3, reg 1e-6,
+//! 2 cores): linfa 0.8.1 fit+predict 5.19 s, this 0.44 s (11.7x faster), ARI 1.0. linfa also has full
+//! covariance only (the seed's comparison wants diagonal too) and initialises once outside its restart
+//! loop, so its restarts do not explore new starting points.
 //!
 //! Each EM iteration is ONE fused parallel pass: the E-step of a row (log-densities, log-sum-exp,
 //! responsibilities) immediately feeds the M-step sufficient statistics, accumulated about the
@@ -32,6 +36,7 @@ pub struct GaussianMixture {
     prec: Vec<f64>,
     /// `ln w_k - d/2 ln 2 pi + ln det(prec_k)` per component.
     log_consts: Vec<f64>,
+    #[serde(with = "crate::data::lenient_f64")]
     lower_bound: f64,
     n_iter: usize,
     converged: bool,
@@ -661,6 +666,9 @@ mod tests {
             for r in proba.rows() {
                 assert!((r.iter().sum::<f64>() - 1.0).abs() < 1e-9);
             }
+            let json = serde_json::to_string(&model.subset(&[0]).unwrap()).unwrap();
+            let back: GaussianMixture = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.weights(), &[1.0]);
             let s = model.score_samples(&data).unwrap();
             assert!((s[0] - model.score_row(data.row(0))).abs() < 1e-12);
         }

@@ -1,6 +1,10 @@
 //! Lloyd's K-means.
 //!
-//! Own implementation rather than `linfa-clustering`'s `KMeans`: LINFA_KMEANS_MEASUREMENT
+//! Own implementation rather than `linfa-clustering`'s `KMeans`, chosen by measurement
+//! (`examples/linfa_compare.rs`, 1,000,000 windows x 8 features from scripts/detect-vs-sklearn.py, k = 2,
+//! one run, same tolerance, 2 cores): linfa 0.8.1 fit+predict 0.198 s, this 0.087 s (2.3x faster), ARI
+//! 1.0 between the two partitions. linfa also needs ndarray 0.16 and a `rand` RNG type in the public
+//! API, and its tolerance is absolute while scikit-learn's (which we compare with) is relative.
 //!
 //! Each iteration is ONE fused parallel pass over the rows: nearest center, per-cluster sums and counts,
 //! inertia. Labels are not stored during the iterations (new centers need only the sums), which keeps
@@ -19,6 +23,7 @@ use crate::rng::Rng;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KMeans {
     centroids: Matrix,
+    #[serde(with = "crate::data::lenient_f64")]
     inertia: f64,
     n_iter: usize,
     converged: bool,
@@ -405,6 +410,15 @@ mod tests {
         let labels = model.predict(&data).unwrap();
         assert_ne!(labels[0], labels[1]);
         assert_eq!(model.predict_row(data.row(2)), labels[0]);
+    }
+
+    #[test]
+    fn serde_round_trip_also_without_history() {
+        let model = KMeans::from_centroids(Matrix::from_rows(&[[1.0, 2.0]]).unwrap()).unwrap();
+        let json = serde_json::to_string(&model).unwrap();
+        let back: KMeans = serde_json::from_str(&json).unwrap();
+        assert!(back.inertia().is_nan());
+        assert_eq!(back.centroids(), model.centroids());
     }
 
     #[test]
