@@ -121,6 +121,14 @@ impl WindowParams {
     pub fn length_ms(&self) -> u64 {
         self.length_ms
     }
+    /// Longest attributed interval in milliseconds.
+    pub fn max_gap(&self) -> u64 {
+        self.max_gap_ms
+    }
+    /// Minimum coverage of an emitted window.
+    pub fn coverage(&self) -> f64 {
+        self.min_coverage
+    }
     /// Feature columns.
     pub fn features(&self) -> &[FeatureSpec] {
         &self.features
