@@ -25,6 +25,7 @@ if [ "$PROBE" = 1 ]; then
   poweroff -f
 fi
 
+hostname vmguard-guest
 ip link set lo up
 i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 if [ -n "$IP" ]; then
@@ -50,16 +51,19 @@ done
 if [ -n "$ctl" ]; then
   (
     while true; do
-      while read -r id script; do
-        echo "$script" | base64 -d > /tmp/ctl.sh
-        sh /tmp/ctl.sh < /dev/null > /tmp/ctl.out 2>&1
-        rc=$?
-        cat /tmp/ctl.out
-        echo "@@VMGUARD-EXIT $id $rc"
-      done < "$ctl" > "$ctl"
+      # A virtio port opens once at a time: one read-write descriptor for both directions.
+      if exec 3<>"$ctl"; then
+        while read -r id script <&3; do
+          echo "$script" | base64 -d > /tmp/ctl.sh
+          sh /tmp/ctl.sh < /dev/null > /tmp/ctl.out 2>&1
+          rc=$?
+          { cat /tmp/ctl.out; echo "@@VMGUARD-EXIT $id $rc"; } >&3
+        done
+        exec 3<&-
+      fi
       sleep 0.2
     done
-  ) &
+  ) 2>/dev/null &
 fi
 
 echo "VMGUARD_GUEST_UP uptime=$(cut -d' ' -f1 /proc/uptime) ip=$IP ctl=$ctl"

@@ -393,6 +393,16 @@ kernel/drivers/virtio/virtio.ko:\n";
     }
 
     #[test]
+    fn init_script_is_a_valid_shell_script() {
+        assert!(INIT_SCRIPT.starts_with("#!/bin/sh\n"), "the kernel runs /init only with a shebang");
+        let out = Cmd::new("sh").arg("-n").stdin(INIT_SCRIPT).run_unchecked().unwrap();
+        assert!(out.status.success(), "syntax error in guest-init.sh: {}", out.stderr);
+        for marker in ["VMGUARD_GUEST_UP", "@@VMGUARD-EXIT", "vmguard.ctl", "/lib/modules/order"] {
+            assert!(INIT_SCRIPT.contains(marker), "{marker}");
+        }
+    }
+
+    #[test]
     fn ldd_output_is_parsed() {
         let out = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n\tnot a dynamic executable\n";
         let libs = parse_ldd(out);

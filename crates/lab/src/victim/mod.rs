@@ -25,3 +25,52 @@ pub fn write_www(dir: &Path, who: &str) -> Result<(), LabError> {
     let page = format!("<html><body><h1>vmguard victim: {who}</h1></body></html>\n");
     std::fs::write(dir.join("index.html"), page).map_err(|e| LabError::io(format!("writing {}", dir.display()), e))
 }
+
+/// What a command run inside a victim printed, and its exit status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VictimOutput {
+    pub status: i32,
+    pub output: String,
+}
+
+/// Run `argv` inside a victim: in its namespace (vanilla), through the OCI runtime (container), or
+/// over the guest's command channel (qemu). Stdout and stderr come back together.
+pub fn run_in(
+    state: &crate::LabState,
+    victim: &str,
+    argv: &[String],
+    timeout: std::time::Duration,
+) -> Result<VictimOutput, LabError> {
+    let v = state.victim(victim).ok_or_else(|| {
+        let names: Vec<&str> = state.victims.iter().map(|v| v.name.as_str()).collect();
+        LabError::Spec(format!("no victim `{victim}` in the lab (victims: {})", names.join(", ")))
+    })?;
+    if argv.is_empty() {
+        return Err(LabError::Spec("no command given".into()));
+    }
+    let host_cmd = match v.kind {
+        crate::VictimKind::Vanilla => exec::Cmd::new(&argv[0]).args(&argv[1..]).netns(&v.ns),
+        crate::VictimKind::Container => {
+            let id = v.container_id.as_deref().unwrap_or_default();
+            exec::Cmd::new("runc").arg("--root").arg(container::runc_root(&state.spec)).args(["exec", id]).args(argv)
+        }
+        crate::VictimKind::Qemu => {
+            let ctl =
+                v.control_socket.as_ref().ok_or_else(|| LabError::Guest("the guest has no command channel".into()))?;
+            let script = argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+            let out = qemu::guest_run(ctl, &script, timeout)?;
+            return Ok(VictimOutput { status: out.status, output: out.output });
+        }
+    };
+    let out = host_cmd.timeout(timeout).run_unchecked()?;
+    Ok(VictimOutput { status: out.status.code().unwrap_or(-1), output: out.stdout + &out.stderr })
+}
+
+/// Quote a word for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}

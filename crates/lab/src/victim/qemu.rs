@@ -176,7 +176,8 @@ pub fn start(state: &LabState, host: &Host, image: &GuestImage, accel: &ProbeRes
     );
     let tap = crate::net::qemu_tap(&state.plan);
     let pid = Cmd::new(qemu_binary()?)
-        .args(["-name", &format!("{}-vm", spec.prefix)])
+        // debug-threads names qemu's threads ("CPU 0/TCG", "CPU 0/KVM") for per-thread CPU figures.
+        .args(["-name", &format!("{}-vm,debug-threads=on", spec.prefix)])
         .args(accel.accel.qemu_args())
         .args(["-M", "pc", "-nodefaults", "-no-reboot", "-display", "none"])
         .args(["-m", &spec.qemu.memory_mib.to_string(), "-smp", &spec.qemu.vcpus.to_string()])
@@ -189,7 +190,9 @@ pub fn start(state: &LabState, host: &Host, image: &GuestImage, accel: &ProbeRes
         .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={}", mac_for(&spec.prefix))])
         .args(["-drive", &format!("file={},format=raw,if=virtio,cache=none,aio=threads", disk.display())])
         .args(["-serial", &format!("file:{}", console.display())])
+        // Two QMP sockets: qemu serves one client per socket, and telemetry keeps its own open.
         .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
+        .args(["-qmp", &format!("unix:{},server=on,wait=off", dir.join("qmp-lab.sock").display())])
         .args(["-device", "virtio-serial-pci"])
         .args(["-chardev", &format!("socket,id=ctl,path={},server=on,wait=off", ctl.display())])
         .args(["-device", "virtserialport,chardev=ctl,name=vmguard.ctl"])

@@ -19,6 +19,20 @@ pub enum LabCommand {
     Gateway(GatewayArgs),
     /// Print the address plan without creating anything.
     Plan,
+    /// Run a command inside a victim (its namespace, its container, or the qemu guest).
+    Exec(ExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Victim name (vanilla, container, qemu).
+    pub victim: String,
+    /// Seconds the command may run.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +107,19 @@ pub fn run(cli: &Cli, command: &LabCommand) -> anyhow::Result<()> {
                 return output::json(&serde_json::json!({"gateway_drop": drop}));
             }
             println!("gateway {}", if drop { "drops forwarded packets" } else { "forwards packets" });
+            Ok(())
+        }
+        LabCommand::Exec(args) => {
+            let state = lab::LabState::load(&spec)?.ok_or_else(|| lab::LabError::NotUp(spec.prefix.clone()))?;
+            let out =
+                lab::victim::run_in(&state, &args.victim, &args.command, std::time::Duration::from_secs(args.timeout))?;
+            if cli.json {
+                return output::json(&out);
+            }
+            print!("{}", out.output);
+            if out.status != 0 {
+                anyhow::bail!("command exited with status {} inside {}", out.status, args.victim);
+            }
             Ok(())
         }
         LabCommand::Plan => {
