@@ -18,6 +18,7 @@
 //! | CSV | [`csvio`] | [`read_windows`], [`write_labels`] |
 //! | whole method | [`pipeline`] | [`fit_windows`] (`detect fit`), [`evaluate_lengths`] (`detect eval`) |
 //! | online scoring | [`score`] | [`CentroidScorer`], [`LikelihoodScorer`], [`WindowScorer::score`] |
+//! | Part B detector | [`online`] | [`online::WindowExtractor`], [`online::KindModel::train`], [`online::AlertState`] |
 //!
 //! `vmguard detect fit --input windows.csv --method kmeans --k 2 --labels-out labels.csv` is:
 //! ```
@@ -39,6 +40,7 @@ pub mod gmm;
 mod kernel;
 pub mod kmeans;
 pub mod mapping;
+pub mod online;
 pub mod pipeline;
 mod rng;
 pub mod scale;

@@ -1,0 +1,385 @@
+//! Part B's features: per-guest sliding windows of counter deltas from every source, turned into
+//! rates, ratios and per-packet normalisations.
+//!
+//! Input is one [`Tick`] per guest per sampling round (about one a second): the increase of each
+//! cumulative counter since the previous round and the interval it covers. Counters are named
+//! `source/counter` as the telemetry sources emit them (`netdev/rx_packets`, `snmp/TcpExt.SyncookiesSent`,
+//! `kvm/vcpu.exits`, `process/cpu_ns`, ...). [`WindowExtractor`] keeps the last `W` seconds of ticks and
+//! gives the feature vector of that window after each tick.
+//!
+//! Direction: the network counters are read on the host side of the guest's link (its tap or veth), so
+//! the host's `rx` is what the guest sent. Features are named from the guest's side: `tx_pps` is what the
+//! guest sends.
+//!
+//! A window's rate of a counter is (sum of its deltas) / (sum of the intervals those deltas cover), so
+//! jitter in the sampling period and a missed round do not bias it. A feature is *available* in a
+//! window only if every counter it needs was seen there; an unavailable feature is scored as the benign
+//! median (it contributes nothing).
+
+use std::collections::VecDeque;
+
+
+/// The counters features are built from, as `source/counter`. Index = position here.
+pub const BASE_COUNTERS: [&str; 27] = [
+    // 0..6: the guest's link, host side (host rx = guest tx).
+    "netdev/rx_packets",
+    "netdev/rx_bytes",
+    "netdev/tx_packets",
+    "netdev/tx_bytes",
+    "netdev/tx_drop",
+    "netdev/rx_drop",
+    // 6..17: the guest's own TCP stack (vanilla, container).
+    "snmp/Tcp.InSegs",
+    "snmp/Tcp.OutSegs",
+    "snmp/Tcp.RetransSegs",
+    "snmp/Tcp.OutRsts",
+    "snmp/Tcp.PassiveOpens",
+    "snmp/Tcp.ActiveOpens",
+    "snmp/Tcp.AttemptFails",
+    "snmp/TcpExt.SyncookiesSent",
+    "snmp/TcpExt.SyncookiesFailed",
+    "snmp/TcpExt.ListenDrops",
+    "snmp/TcpExt.ListenOverflows",
+    // 17: half-open requests dropped with a full request queue.
+    "snmp/TcpExt.TCPReqQFullDrop",
+    // 18..21: CPU.
+    "process/cpu_ns",
+    "cgroup/cpu.usage_ns",
+    "process/ctxt_voluntary",
+    "process/ctxt_nonvoluntary",
+    // 22..27: the hypervisor (KVM statistics; tracepoint counts where statistics are missing).
+    "kvm/vcpu.exits",
+    "kvm/vcpu.io_exits",
+    "kvm/vcpu.irq_injections",
+    "tracepoint/kvm_userspace_exit",
+    "tracepoint/kvm_msi_set_irq",
+];
+
+/// Index of a `source/counter` in [`BASE_COUNTERS`].
+pub fn base_index(source: &str, counter: &str) -> Option<usize> {
+    BASE_COUNTERS
+        .iter()
+        .position(|k| k.len() == source.len() + 1 + counter.len() && k.starts_with(source) && k.ends_with(counter))
+}
+
+const RX_PKTS: usize = 2; // host tx = guest rx
+const RX_BYTES: usize = 3;
+const TX_PKTS: usize = 0;
+const TX_BYTES: usize = 1;
+const RX_DROP: usize = 4;
+const TCP_IN: usize = 6;
+const TCP_OUT: usize = 7;
+const RETRANS: usize = 8;
+const OUT_RSTS: usize = 9;
+const PASSIVE: usize = 10;
+const ACTIVE: usize = 11;
+const ATTEMPT_FAILS: usize = 12;
+const COOKIES_SENT: usize = 13;
+const COOKIES_FAILED: usize = 14;
+const LISTEN_DROPS: usize = 15;
+const LISTEN_OVERFLOWS: usize = 16;
+const REQQ_DROP: usize = 17;
+const CPU: usize = 18;
+const CG_CPU: usize = 19;
+const CTX_VOL: usize = 20;
+const CTX_NONVOL: usize = 21;
+const EXITS: usize = 22;
+const IO_EXITS: usize = 23;
+const IRQ_INJ: usize = 24;
+const TP_USER_EXIT: usize = 25;
+const TP_MSI: usize = 26;
+
+/// How a feature is computed from a window's per-second rates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Expr {
+    /// Sum of the counters' rates (events/s).
+    Rate(&'static [usize]),
+    /// Sum of `num` rates over sum of `den` rates, 0 when `den` is 0 (e.g. bytes per packet).
+    PerUnit(&'static [usize], &'static [usize]),
+    /// (num + 1) / (den + 1) of rates: a direction ratio defined at zero traffic.
+    Ratio(&'static [usize], &'static [usize]),
+    /// Nanoseconds per second as CPU cores.
+    Cores(usize),
+}
+
+/// One feature: a name, how to compute it, and whether the model sees it through `ln(1 + x)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeatureDef {
+    pub name: &'static str,
+    pub expr: Expr,
+    /// The model input is `ln(1 + value)` (rates spanning orders of magnitude) rather than the value.
+    pub log: bool,
+    /// Unit for people.
+    pub unit: &'static str,
+    pub help: &'static str,
+}
+
+const fn f(name: &'static str, expr: Expr, log: bool, unit: &'static str, help: &'static str) -> FeatureDef {
+    FeatureDef { name, expr, log, unit, help }
+}
+
+/// Every Part B feature. Models pick the subset available for their kind of guest.
+pub const FEATURES: [FeatureDef; 24] = [
+    f("rx_pps", Expr::Rate(&[RX_PKTS]), true, "packets/s", "packets the guest receives"),
+    f("tx_pps", Expr::Rate(&[TX_PKTS]), true, "packets/s", "packets the guest sends"),
+    f("rx_bps", Expr::Rate(&[RX_BYTES]), true, "bytes/s", "bytes the guest receives"),
+    f("tx_bps", Expr::Rate(&[TX_BYTES]), true, "bytes/s", "bytes the guest sends"),
+    f("rx_pkt_size", Expr::PerUnit(&[RX_BYTES], &[RX_PKTS]), true, "bytes", "mean size of received packets"),
+    f("tx_pkt_size", Expr::PerUnit(&[TX_BYTES], &[TX_PKTS]), true, "bytes", "mean size of sent packets"),
+    f("tx_rx_ratio", Expr::Ratio(&[TX_PKTS], &[RX_PKTS]), true, "ratio", "sent / received packets"),
+    f("rx_drop_ps", Expr::Rate(&[RX_DROP]), true, "packets/s", "packets the host could not hand to the guest"),
+    f("tcp_in_ps", Expr::Rate(&[TCP_IN]), true, "segments/s", "TCP segments received"),
+    f("tcp_out_ps", Expr::Rate(&[TCP_OUT]), true, "segments/s", "TCP segments sent"),
+    f("retrans_ps", Expr::Rate(&[RETRANS]), true, "segments/s", "TCP retransmissions (SYN-ACKs to half-open requests)"),
+    f("rst_out_ps", Expr::Rate(&[OUT_RSTS]), true, "segments/s", "TCP resets sent"),
+    f("opens_ps", Expr::Rate(&[PASSIVE, ACTIVE]), true, "connections/s", "TCP connections established"),
+    f(
+        "in_segs_per_open",
+        Expr::Ratio(&[TCP_IN], &[PASSIVE, ACTIVE]),
+        true,
+        "ratio",
+        "received segments per connection",
+    ),
+    f("attempt_fails_ps", Expr::Rate(&[ATTEMPT_FAILS]), true, "1/s", "failed connection attempts"),
+    f("syncookies_ps", Expr::Rate(&[COOKIES_SENT]), true, "1/s", "SYN cookies sent (listen queue full)"),
+    f("syncookies_failed_ps", Expr::Rate(&[COOKIES_FAILED]), true, "1/s", "invalid SYN cookies received"),
+    f(
+        "listen_drops_ps",
+        Expr::Rate(&[LISTEN_DROPS, LISTEN_OVERFLOWS, REQQ_DROP]),
+        true,
+        "1/s",
+        "SYNs dropped by listeners",
+    ),
+    f("cpu_cores", Expr::Cores(CPU), false, "cores", "CPU of the guest's host process"),
+    f("cgroup_cpu_cores", Expr::Cores(CG_CPU), false, "cores", "CPU of the guest's cgroup"),
+    f(
+        "ctx_per_pkt",
+        Expr::PerUnit(&[CTX_VOL, CTX_NONVOL], &[RX_PKTS, TX_PKTS]),
+        true,
+        "1/packet",
+        "context switches per packet",
+    ),
+    f("exits_per_pkt", Expr::PerUnit(&[EXITS], &[RX_PKTS, TX_PKTS]), true, "1/packet", "VM exits per packet"),
+    f("io_exits_ps", Expr::Rate(&[IO_EXITS, TP_USER_EXIT]), true, "1/s", "I/O exits to qemu (virtio kicks)"),
+    f(
+        "irqs_per_pkt",
+        Expr::PerUnit(&[IRQ_INJ, TP_MSI], &[RX_PKTS, TX_PKTS]),
+        true,
+        "1/packet",
+        "interrupts injected per packet",
+    ),
+];
+
+/// Index of a feature by name.
+pub fn feature_index(name: &str) -> Option<usize> {
+    FEATURES.iter().position(|f| f.name == name)
+}
+
+/// Rates of one window: per base counter, `Some(events/s)` if it was seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rates(pub [Option<f64>; BASE_COUNTERS.len()]);
+
+impl Rates {
+    /// A feature's raw value (in its unit), `None` if a counter it needs is missing. For a sum of
+    /// alternatives (`Rate(&[a, b])`), at least one must be present.
+    pub fn feature(&self, def: &FeatureDef) -> Option<f64> {
+        let sum = |cs: &[usize]| -> Option<f64> {
+            let present: Vec<f64> = cs.iter().filter_map(|&c| self.0[c]).collect();
+            (!present.is_empty()).then(|| present.iter().sum())
+        };
+        Some(match def.expr {
+            Expr::Rate(c) => sum(c)?,
+            Expr::PerUnit(a, b) => {
+                let (n, d) = (sum(a)?, sum(b)?);
+                if d > 0.0 { n / d } else { 0.0 }
+            }
+            Expr::Ratio(a, b) => (sum(a)? + 1.0) / (sum(b)? + 1.0),
+            Expr::Cores(c) => self.0[c]? / 1e9,
+        })
+    }
+
+    /// Whether every counter (or one of the alternatives) a feature needs is present.
+    pub fn has(&self, def: &FeatureDef) -> bool {
+        self.feature(def).is_some()
+    }
+}
+
+/// Model input of a raw feature value.
+pub fn transform(def: &FeatureDef, raw: f64) -> f64 {
+    if def.log { raw.max(0.0).ln_1p() } else { raw }
+}
+
+/// One guest's counter increases over one sampling interval.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Tick {
+    /// End of the interval, ms since the epoch.
+    pub time_ms: i64,
+    /// `(base counter index, increase, interval in ms)`.
+    pub deltas: Vec<(usize, f64, f64)>,
+}
+
+/// One window of one guest: its span and the rates in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureWindow {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub rates: Rates,
+}
+
+impl FeatureWindow {
+    /// Raw values of every feature in [`FEATURES`] order.
+    pub fn values(&self) -> Vec<Option<f64>> {
+        FEATURES.iter().map(|d| self.rates.feature(d)).collect()
+    }
+}
+
+/// Sliding windows of `window_ms` over one guest's ticks.
+#[derive(Debug, Clone)]
+pub struct WindowExtractor {
+    window_ms: i64,
+    ticks: VecDeque<Tick>,
+    /// Longest gap between ticks before the window restarts (a collector pause).
+    max_gap_ms: i64,
+}
+
+impl WindowExtractor {
+    /// Windows of `window_ms` (at least 1 ms).
+    pub fn new(window_ms: u64) -> Self {
+        let window_ms = window_ms.max(1) as i64;
+        Self { window_ms, ticks: VecDeque::new(), max_gap_ms: window_ms.max(5_000) }
+    }
+
+    /// Adds a tick (ticks must come in time order; an older one is ignored) and returns the window
+    /// ending at it once the ticks span at least 90% of the window.
+    pub fn push(&mut self, tick: Tick) -> Option<FeatureWindow> {
+        if let Some(last) = self.ticks.back() {
+            if tick.time_ms <= last.time_ms {
+                return None;
+            }
+            if tick.time_ms - last.time_ms > self.max_gap_ms {
+                self.ticks.clear();
+            }
+        }
+        let end = tick.time_ms;
+        self.ticks.push_back(tick);
+        // Keep ticks whose interval ends within the window.
+        while let Some(first) = self.ticks.front() {
+            if first.time_ms <= end - self.window_ms {
+                self.ticks.pop_front();
+            } else {
+                break;
+            }
+        }
+        let mut sum = [0.0f64; BASE_COUNTERS.len()];
+        let mut span = [0.0f64; BASE_COUNTERS.len()];
+        for t in &self.ticks {
+            for &(c, d, iv) in &t.deltas {
+                if c < sum.len() && iv > 0.0 && d.is_finite() {
+                    sum[c] += d.max(0.0);
+                    span[c] += iv;
+                }
+            }
+        }
+        let covered = span.iter().copied().fold(0.0, f64::max);
+        if covered < 0.9 * self.window_ms as f64 {
+            return None;
+        }
+        let mut rates = [None; BASE_COUNTERS.len()];
+        for c in 0..rates.len() {
+            if span[c] > 0.0 {
+                rates[c] = Some(sum[c] * 1000.0 / span[c]);
+            }
+        }
+        Some(FeatureWindow { start_ms: end - self.window_ms, end_ms: end, rates: Rates(rates) })
+    }
+}
+
+/// Groups time-ordered deltas of one guest into ticks: deltas closer than `round_ms` to the first of a
+/// group belong to the same sampling round (sources of one round are read a few ms apart).
+pub fn group_ticks(deltas: &[(i64, usize, f64, f64)], round_ms: i64) -> Vec<Tick> {
+    let mut out: Vec<Tick> = Vec::new();
+    let mut start = i64::MIN;
+    for &(t, c, d, iv) in deltas {
+        match out.last_mut() {
+            Some(tick) if t - start < round_ms => {
+                tick.time_ms = tick.time_ms.max(t);
+                tick.deltas.push((c, d, iv));
+            }
+            _ => {
+                start = t;
+                out.push(Tick { time_ms: t, deltas: vec![(c, d, iv)] });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(t: i64, rx: f64, tx: f64) -> Tick {
+        Tick {
+            time_ms: t,
+            deltas: vec![
+                (TX_PKTS, tx, 1000.0),
+                (RX_PKTS, rx, 1000.0),
+                (TX_BYTES, tx * 60.0, 1000.0),
+                (RX_BYTES, rx * 1500.0, 1000.0),
+            ],
+        }
+    }
+
+    #[test]
+    fn names_resolve() {
+        assert_eq!(base_index("netdev", "rx_packets"), Some(0));
+        assert_eq!(base_index("snmp", "TcpExt.SyncookiesSent"), Some(COOKIES_SENT));
+        assert_eq!(base_index("netdev", "nope"), None);
+        assert_eq!(base_index("netde", "v/rx_packets"), None);
+        for (i, d) in FEATURES.iter().enumerate() {
+            assert_eq!(feature_index(d.name), Some(i));
+        }
+    }
+
+    #[test]
+    fn sliding_window_rates_and_directions() {
+        let mut x = WindowExtractor::new(3000);
+        assert!(x.push(tick(1000, 10.0, 100.0)).is_none());
+        assert!(x.push(tick(2000, 10.0, 100.0)).is_none());
+        let w = x.push(tick(3000, 40.0, 100.0)).unwrap();
+        assert_eq!((w.start_ms, w.end_ms), (0, 3000));
+        let v = w.values();
+        assert_eq!(v[0], Some(20.0)); // rx_pps = mean of 10, 10, 40
+        assert_eq!(v[1], Some(100.0)); // tx_pps
+        assert_eq!(v[4], Some(1500.0));
+        assert_eq!(v[5], Some(60.0));
+        assert_eq!(v[6], Some(101.0 / 21.0));
+        assert_eq!(v[15], None); // no SNMP
+        // Slides by one tick.
+        let w = x.push(tick(4000, 40.0, 100.0)).unwrap();
+        assert_eq!(w.values()[0], Some(30.0));
+        // A long gap restarts the window.
+        assert!(x.push(tick(20_000, 1.0, 1.0)).is_none());
+    }
+
+    #[test]
+    fn grouping_rounds() {
+        let d = [(1000, 0, 1.0, 1000.0), (1003, 2, 1.0, 1000.0), (2001, 0, 2.0, 1000.0)];
+        let t = group_ticks(&d, 300);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].time_ms, 1003);
+        assert_eq!(t[0].deltas.len(), 2);
+    }
+
+    #[test]
+    fn alternatives_and_zero_denominators() {
+        let mut r = [None; BASE_COUNTERS.len()];
+        r[PASSIVE] = Some(0.0);
+        r[TCP_IN] = Some(9.0);
+        let rates = Rates(r);
+        assert_eq!(rates.feature(&FEATURES[feature_index("opens_ps").unwrap()]), Some(0.0));
+        assert_eq!(rates.feature(&FEATURES[feature_index("in_segs_per_open").unwrap()]), Some(10.0));
+        assert_eq!(rates.feature(&FEATURES[feature_index("ctx_per_pkt").unwrap()]), None);
+        assert!((transform(&FEATURES[0], std::f64::consts::E - 1.0) - 1.0).abs() < 1e-12);
+    }
+}

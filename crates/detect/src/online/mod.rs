@@ -1,0 +1,23 @@
+//! Part B: vmguard's own detector, online.
+//!
+//! - [`features`]: per-guest sliding windows of counter deltas from every source → rates, ratios,
+//!   per-packet normalisations ([`WindowExtractor`], [`FEATURES`]).
+//! - [`model`]: per-kind multinomial logistic models on benign-anchored robust scaling, calibrated
+//!   thresholds, role and evidence ([`DetectorModel`], [`KindModel::train`], [`KindModel::verdict`]).
+//! - [`alert`]: the per-guest alert state machine with hysteresis ([`AlertState`]).
+//!
+//! The same code path serves training (`detect train` over recorded samples), evaluation and the agent
+//! (one tick per guest per second), so what is measured offline is what runs online.
+
+pub mod alert;
+pub mod features;
+pub mod model;
+
+pub use alert::{AlertEvent, AlertState};
+pub use features::{
+    BASE_COUNTERS, FEATURES, FeatureDef, FeatureWindow, Tick, WindowExtractor, base_index, group_ticks,
+};
+pub use model::{
+    AlertParams, Class, DetectorModel, Evidence, KindModel, MODEL_VERSION, ModelError, ModelLoadError, Role,
+    TrainParams, TrainSummary, Verdict, direction_role,
+};
