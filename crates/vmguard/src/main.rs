@@ -5,6 +5,7 @@
 
 mod cmd;
 mod config;
+mod dataset;
 mod output;
 mod progress;
 
@@ -31,6 +32,13 @@ pub enum Command {
     /// Build, inspect and tear down the lab of namespaces and victims.
     #[command(subcommand)]
     Lab(cmd::lab::LabCommand),
+    /// The seed's clustering (fit, eval) and vmguard's detector (train, eval --model).
+    #[command(subcommand)]
+    Detect(cmd::detect::DetectCommand),
+    /// Run a scenario on the lab while collecting, with ground-truth labels in the store.
+    Record(cmd::record::RecordArgs),
+    /// Score every guest every second and raise alerts (log, JSON lines, OpenMetrics, webhook).
+    Agent(cmd::agent::AgentArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +46,9 @@ fn main() -> std::process::ExitCode {
     init_tracing(cli.verbose);
     let result = match &cli.command {
         Command::Lab(c) => cmd::lab::run(&cli, c),
+        Command::Detect(c) => cmd::detect::run(&cli, c),
+        Command::Record(a) => cmd::record::run(&cli, a),
+        Command::Agent(a) => cmd::agent::run(&cli, a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
