@@ -342,8 +342,8 @@ impl Flood {
         };
         let ns = cfg.netns.clone();
         let resolve = |route: &Route| -> Result<[u8; 6], FloodError> {
-            let (route, ns2) = (route.clone(), ns.clone());
-            let f = move || route::resolve_neighbor(ns2.as_deref(), &route, dst);
+            let route = route.clone();
+            let f = move || route::resolve_neighbor(&route, dst);
             match &ns {
                 Some(name) => netns::run_in(name, f)?,
                 None => f(),

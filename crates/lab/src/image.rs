@@ -37,11 +37,20 @@ pub struct GuestImage {
     pub build_secs: Option<f64>,
 }
 
-/// Get the guest image, building it if the cache has none for its content key.
+/// Where the vmguard binary lives inside victims (guest image and container), for floods from a
+/// victim acting as a zombie.
+pub const TOOL_PATH: &str = "/opt/vmguard/vmguard";
+
+/// How many built guest images the cache keeps (each vmguard build makes a new one).
+const KEEP_IMAGES: usize = 4;
+
+/// Get the guest image, building it if the cache has none for its content key. `tool` is the
+/// vmguard binary to place at [`TOOL_PATH`] in the guest.
 pub fn ensure(
     cache_dir: &Path,
     kernel_package: &str,
     programs: &[String],
+    tool: Option<&Path>,
     progress: &dyn Fn(&str),
 ) -> Result<GuestImage, LabError> {
     let started = Instant::now();
@@ -57,6 +66,9 @@ pub fn ensure(
     for p in &programs {
         hasher.update(p.as_os_str().as_encoded_bytes());
         hasher.update(file_digest(p)?);
+    }
+    if let Some(tool) = tool {
+        hasher.update(file_digest(tool)?);
     }
     let key = hex::encode(&hasher.finalize()[..8]);
     let dir = cache_dir.join(format!("guest-{key}"));
@@ -79,7 +91,19 @@ pub fn ensure(
     std::fs::copy(&kernel_src, building.join("vmlinuz")).map_err(|e| LabError::io("copying the guest kernel", e))?;
     let modules_dir = find_one(&kernel_root.join("lib/modules"), "")?;
     let cpio_path = building.join("initramfs.cpio");
-    let bytes = write_initramfs(&cpio_path, &busybox, &modules_dir, &programs)?;
+    let stripped_tool = match tool {
+        Some(tool) => {
+            // Debug sections are most of the binary; the guest unpacks every byte under emulation.
+            let out = building.join("vmguard.stripped");
+            Cmd::new("objcopy").arg("--strip-debug").arg(tool).arg(&out).run()?;
+            Some(out)
+        }
+        None => None,
+    };
+    let bytes = write_initramfs(&cpio_path, &busybox, &modules_dir, &programs, stripped_tool.as_deref())?;
+    if let Some(p) = &stripped_tool {
+        let _ = std::fs::remove_file(p);
+    }
     let image = GuestImage {
         key: key.clone(),
         kernel_package: package,
@@ -96,7 +120,24 @@ pub fn ensure(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&building, &dir)
         .map_err(|e| LabError::io(format!("moving the image into {}", dir.display()), e))?;
+    prune_images(cache_dir, KEEP_IMAGES);
     Ok(image)
+}
+
+/// Remove all but the `keep` most recently built guest images.
+fn prune_images(cache_dir: &Path, keep: usize) {
+    let mut images: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(cache_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("guest-"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    images.sort();
+    let excess = images.len().saturating_sub(keep);
+    for (_, dir) in images.into_iter().take(excess) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// The kernel package and version: the configured one, or the one apt's cloud metapackage names.
@@ -303,7 +344,13 @@ impl CpioOut {
     }
 }
 
-fn write_initramfs(path: &Path, busybox: &Path, modules_dir: &Path, programs: &[PathBuf]) -> Result<u64, LabError> {
+fn write_initramfs(
+    path: &Path,
+    busybox: &Path,
+    modules_dir: &Path,
+    programs: &[PathBuf],
+    tool: Option<&Path>,
+) -> Result<u64, LabError> {
     let err = |e| LabError::io(format!("writing {}", path.display()), e);
     let read = |p: &Path| std::fs::read(p).map_err(|e| LabError::io(format!("reading {}", p.display()), e));
     let file = std::fs::File::create(path).map_err(err)?;
@@ -332,10 +379,16 @@ fn write_initramfs(path: &Path, busybox: &Path, modules_dir: &Path, programs: &[
     c.file("/lib/modules/order", 0o644, (order.join("\n") + "\n").as_bytes()).map_err(err)?;
 
     let mut copied = BTreeSet::new();
-    for program in programs {
-        let mut files = library_closure(program)?;
-        files.insert(program.clone());
-        for f in files {
+    let mut programs: Vec<(PathBuf, String)> =
+        programs.iter().map(|p| (p.clone(), p.to_string_lossy().into_owned())).collect();
+    if let Some(tool) = tool {
+        programs.push((tool.to_path_buf(), TOOL_PATH.to_string()));
+    }
+    for (program, guest_path) in &programs {
+        if copied.insert(program.clone()) {
+            c.file(guest_path, 0o755, &read(program)?).map_err(err)?;
+        }
+        for f in library_closure(program)? {
             if copied.insert(f.clone()) {
                 let real =
                     std::fs::canonicalize(&f).map_err(|e| LabError::io(format!("resolving {}", f.display()), e))?;

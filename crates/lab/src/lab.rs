@@ -23,7 +23,10 @@ fn lab_namespaces(prefix: &str) -> Vec<String> {
 
 /// Bring the lab up. On failure everything created so far is removed again (logs are kept), and
 /// a kill at any point leaves only what [`down`] finds by the lab's prefix.
-pub fn up(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> {
+///
+/// `tool` is the vmguard binary to place inside the container and the guest (for floods from a
+/// victim acting as a zombie); `None` leaves it out.
+pub fn up(spec: &LabSpec, tool: Option<&Path>, progress: &dyn Fn(&str)) -> Result<LabState, LabError> {
     require_root()?;
     spec.validate()?;
     if LabState::file(spec).exists() || !lab_namespaces(&spec.prefix).is_empty() {
@@ -34,7 +37,7 @@ pub fn up(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError>
     }
     let mut state = LabState::new(spec);
     state.save()?;
-    match build(&mut state, progress) {
+    match build(&mut state, tool, progress) {
         Ok(()) => Ok(state),
         Err(err) => {
             progress("lab up failed: removing what it created");
@@ -46,13 +49,14 @@ pub fn up(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError>
     }
 }
 
-fn build(state: &mut LabState, progress: &dyn Fn(&str)) -> Result<(), LabError> {
+fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> Result<(), LabError> {
     let spec = state.spec.clone();
     let plan = state.plan.clone();
     // The guest image first: it may take long, and creates nothing outside the cache.
     let image = if spec.victims.contains(&VictimKind::Qemu) {
         progress("guest image");
-        let image = image::ensure(&spec.cache_dir, &spec.qemu.kernel_package, &spec.qemu.guest_programs, progress)?;
+        let image =
+            image::ensure(&spec.cache_dir, &spec.qemu.kernel_package, &spec.qemu.guest_programs, tool, progress)?;
         state.image = Some(image.clone());
         state.save()?;
         Some(image)
@@ -83,7 +87,7 @@ fn build(state: &mut LabState, progress: &dyn Fn(&str)) -> Result<(), LabError> 
             }
             VictimKind::Container => {
                 progress("starting the container victim (runc)");
-                container::start(state, host)?
+                container::start(state, host, tool)?
             }
             VictimKind::Qemu => continue,
         };

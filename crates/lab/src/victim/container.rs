@@ -26,7 +26,7 @@ pub fn container_id(prefix: &str) -> String {
 /// Host directories the container sees read-only (those that exist on this host).
 const HOST_DIRS: [&str; 6] = ["/bin", "/sbin", "/usr", "/lib", "/lib64", "/etc"];
 
-pub fn start(state: &LabState, host: &Host) -> Result<VictimState, LabError> {
+pub fn start(state: &LabState, host: &Host, tool: Option<&Path>) -> Result<VictimState, LabError> {
     let spec = &state.spec;
     let dir = LabState::dir(spec).join("container");
     let rootfs = dir.join("rootfs");
@@ -39,7 +39,13 @@ pub fn start(state: &LabState, host: &Host) -> Result<VictimState, LabError> {
     let id = container_id(&spec.prefix);
     let cgroup = format!("/{id}");
     let busybox = super::busybox()?;
-    let config = oci_config(&id, &cgroup, &host.ns, &busybox, &www, &spec.container);
+    if tool.is_some() {
+        std::fs::create_dir_all(rootfs.join("opt/vmguard"))
+            .map_err(|e| LabError::io("creating the tool mount point", e))?;
+        std::fs::write(rootfs.join("opt/vmguard/vmguard"), b"")
+            .map_err(|e| LabError::io("creating the tool mount point", e))?;
+    }
+    let config = oci_config(&id, &cgroup, &host.ns, &busybox, &www, tool, &spec.container);
     crate::state::write_atomic(
         &dir.join("config.json"),
         serde_json::to_string_pretty(&config).expect("json").as_bytes(),
@@ -104,6 +110,7 @@ fn oci_config(
     netns: &str,
     busybox: &Path,
     www: &Path,
+    tool: Option<&Path>,
     limits: &ContainerSpec,
 ) -> serde_json::Value {
     let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW"];
@@ -118,6 +125,11 @@ fn oci_config(
     ];
     for d in HOST_DIRS.iter().filter(|d| Path::new(d).exists()) {
         mounts.push(json!({"destination": d, "type": "bind", "source": d, "options": ["rbind", "ro", "nosuid"]}));
+    }
+    if let Some(tool) = tool {
+        mounts.push(
+            json!({"destination": crate::image::TOOL_PATH, "type": "bind", "source": tool, "options": ["bind", "ro"]}),
+        );
     }
     let period: u64 = 100_000;
     json!({
@@ -162,8 +174,15 @@ mod tests {
     #[test]
     fn oci_config_limits_and_joins_the_lab_namespace() {
         let limits = ContainerSpec { cpus: 0.5, memory_mib: 128, pids_max: 64 };
-        let c =
-            oci_config("vmg-ctr", "/vmg-ctr", "vmg-ctr", Path::new("/bin/busybox"), Path::new("/run/x/www"), &limits);
+        let c = oci_config(
+            "vmg-ctr",
+            "/vmg-ctr",
+            "vmg-ctr",
+            Path::new("/bin/busybox"),
+            Path::new("/run/x/www"),
+            None,
+            &limits,
+        );
         assert_eq!(c["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert_eq!(c["linux"]["resources"]["memory"]["limit"], 128 * 1024 * 1024);
         assert_eq!(c["root"]["readonly"], true);

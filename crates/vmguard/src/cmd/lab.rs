@@ -140,7 +140,8 @@ pub fn run(cli: &Cli, command: &LabCommand) -> anyhow::Result<()> {
 pub fn up(cli: &Cli, spec: &lab::LabSpec) -> anyhow::Result<()> {
     let spinner = crate::progress::spinner(cli.json);
     let started = std::time::Instant::now();
-    let result = lab::up(spec, &|msg| {
+    let tool = std::env::current_exe().ok();
+    let result = lab::up(spec, tool.as_deref(), &|msg| {
         spinner.set_message(msg.to_string());
         tracing::debug!("{msg}");
     });
