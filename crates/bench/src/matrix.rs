@@ -1,0 +1,323 @@
+//! The benchmark matrix: which cells a run has, in which order, and what each cell stores.
+
+use std::time::Duration;
+
+use lab::{Rate, VictimKind};
+use serde::{Deserialize, Serialize};
+
+use crate::parse::Figures;
+
+/// A benchmark of the seed, plus `idle-cpu` (no load: the victim at rest, for Table 1 and 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Benchmark {
+    /// sysbench cpu: events per second.
+    Cpu,
+    /// sysbench memory: MiB/s.
+    Memory,
+    /// sysbench fileio, random reads and writes: MiB/s.
+    Fileio,
+    /// iperf3, client in the client namespace, server in the victim: Mbit/s.
+    Network,
+    /// vmguard-webapp under wrk from the client namespace: requests/s.
+    Web,
+    /// Nothing runs: host CPU use and profiling counters of the idle victim.
+    IdleCpu,
+}
+
+impl Benchmark {
+    pub const ALL: [Benchmark; 6] =
+        [Benchmark::Cpu, Benchmark::Memory, Benchmark::Fileio, Benchmark::Network, Benchmark::Web, Benchmark::IdleCpu];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Benchmark::Cpu => "cpu",
+            Benchmark::Memory => "memory",
+            Benchmark::Fileio => "fileio",
+            Benchmark::Network => "network",
+            Benchmark::Web => "web",
+            Benchmark::IdleCpu => "idle-cpu",
+        }
+    }
+
+    /// The figure a cell is judged by, and its unit.
+    pub fn metric(self) -> (&'static str, &'static str) {
+        match self {
+            Benchmark::Cpu => ("events_per_sec", "events/s"),
+            Benchmark::Memory => ("mib_per_sec", "MiB/s"),
+            Benchmark::Fileio => ("mib_per_sec", "MiB/s"),
+            Benchmark::Network => ("mbit_per_sec", "Mbit/s"),
+            Benchmark::Web => ("requests_per_sec", "requests/s"),
+            Benchmark::IdleCpu => ("host_busy_pct", "% host CPU"),
+        }
+    }
+
+    /// Whether a larger metric is better (false for `idle-cpu`, where it is a cost).
+    pub fn higher_is_better(self) -> bool {
+        self != Benchmark::IdleCpu
+    }
+}
+
+impl std::fmt::Display for Benchmark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Benchmark {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Benchmark::ALL
+            .into_iter()
+            .find(|b| b.as_str() == s || (s == "idle" && *b == Benchmark::IdleCpu))
+            .ok_or_else(|| format!("unknown benchmark `{s}`: expected cpu, memory, fileio, network, web or idle-cpu"))
+    }
+}
+
+/// Whether a cell runs with the victim left alone or under a SYN flood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Idle,
+    Attack,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Attack => "attack",
+        }
+    }
+}
+
+/// qemu's network backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetBackend {
+    /// qemu's own virtio-net device model (userspace): what the lab runs.
+    Virtio,
+    /// The in-kernel vhost-net backend (needs /dev/vhost-net).
+    VhostNet,
+}
+
+impl NetBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetBackend::Virtio => "virtio",
+            NetBackend::VhostNet => "vhost-net",
+        }
+    }
+
+    /// `None` when the backend can run here, else why not.
+    pub fn unavailable_reason(self) -> Option<String> {
+        match self {
+            NetBackend::Virtio => None,
+            NetBackend::VhostNet if !std::path::Path::new("/dev/vhost-net").exists() => {
+                Some("vhost-net unavailable: /dev/vhost-net does not exist (host kernel without CONFIG_VHOST_NET)".into())
+            }
+            NetBackend::VhostNet => {
+                Some("vhost-net unavailable: the host has /dev/vhost-net but the lab starts qemu with userspace virtio-net only".into())
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for NetBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "virtio" | "virtio-net" | "user" => Ok(NetBackend::Virtio),
+            "vhost" | "vhost-net" => Ok(NetBackend::VhostNet),
+            _ => Err(format!("unknown network backend `{s}`: expected virtio or vhost-net")),
+        }
+    }
+}
+
+/// What a run covers. Every list is a dimension of the matrix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatrixSpec {
+    pub victims: Vec<VictimKind>,
+    pub benchmarks: Vec<Benchmark>,
+    pub reps: u32,
+    pub syncookies: Vec<bool>,
+    /// Flood rates (the attacker link's own shaping still applies).
+    pub attack_rates: Vec<Rate>,
+    /// Backends of the qemu victim (other victims have none).
+    pub backends: Vec<NetBackend>,
+    /// How long each benchmark runs.
+    pub duration: Duration,
+    /// sysbench fileio's total file size.
+    pub fileio_mib: u32,
+    /// wrk's open connections.
+    pub web_connections: u32,
+}
+
+impl MatrixSpec {
+    /// The default matrix: every victim and benchmark, 3 repetitions of 6 s, SYN cookies on, the given
+    /// attack rate, qemu's virtio-net.
+    pub fn full(attack_rate: Rate) -> MatrixSpec {
+        MatrixSpec {
+            victims: VictimKind::ALL.to_vec(),
+            benchmarks: Benchmark::ALL.to_vec(),
+            reps: 3,
+            syncookies: vec![true],
+            attack_rates: vec![attack_rate],
+            backends: vec![NetBackend::Virtio],
+            duration: Duration::from_secs(6),
+            fileio_mib: 32,
+            web_connections: 8,
+        }
+    }
+
+    /// `--quick`: one repetition of 2 s per cell, for CI.
+    pub fn quick(attack_rate: Rate) -> MatrixSpec {
+        MatrixSpec { reps: 1, duration: Duration::from_secs(2), fileio_mib: 16, ..MatrixSpec::full(attack_rate) }
+    }
+
+    /// Every cell, in run order: per victim, backend, cookie setting and rate, each benchmark's
+    /// repetitions with idle and attack side by side (so a ratio compares neighbours in time).
+    pub fn cells(&self) -> Vec<CellSpec> {
+        let mut out = Vec::new();
+        for &victim in &self.victims {
+            let backends: Vec<Option<NetBackend>> =
+                if victim == VictimKind::Qemu { self.backends.iter().copied().map(Some).collect() } else { vec![None] };
+            for backend in backends {
+                for &syncookies in &self.syncookies {
+                    for &attack_rate in &self.attack_rates {
+                        for &benchmark in &self.benchmarks {
+                            for rep in 0..self.reps {
+                                for phase in [Phase::Idle, Phase::Attack] {
+                                    out.push(CellSpec {
+                                        victim,
+                                        backend,
+                                        syncookies,
+                                        attack_rate,
+                                        benchmark,
+                                        rep,
+                                        phase,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One cell of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellSpec {
+    pub victim: VictimKind,
+    pub backend: Option<NetBackend>,
+    pub syncookies: bool,
+    pub attack_rate: Rate,
+    pub benchmark: Benchmark,
+    pub rep: u32,
+    pub phase: Phase,
+}
+
+impl CellSpec {
+    /// The store's cell name: `qemu/web/attack/cookies-on/10mbit/virtio/rep0`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.group_key(), self.phase.as_str()) + &format!("/rep{}", self.rep)
+    }
+
+    /// Everything but phase and repetition: the cells whose figures are summarized together.
+    pub fn group_key(&self) -> String {
+        format!(
+            "{}/{}/cookies-{}/{}/{}",
+            self.victim,
+            self.benchmark,
+            if self.syncookies { "on" } else { "off" },
+            self.attack_rate,
+            self.backend.map(NetBackend::as_str).unwrap_or("host")
+        )
+    }
+}
+
+/// Flood figures of an attack cell.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FloodFigures {
+    pub sent: u64,
+    pub achieved_pps: f64,
+    pub achieved_bps: f64,
+    pub elapsed_secs: f64,
+}
+
+/// Host-side CPU and profiling counters over one cell (deltas between its start and end).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostFigures {
+    pub secs: f64,
+    pub busy_pct: f64,
+    pub user_pct: f64,
+    pub system_pct: f64,
+    pub irq_pct: f64,
+    pub softirq_pct: f64,
+    /// Context switches, interrupts and NET_RX softirqs on the whole host, per second.
+    pub ctxt_per_sec: f64,
+    pub intr_per_sec: f64,
+    pub net_rx_per_sec: f64,
+    /// The victim's host processes (server, container init, qemu): CPU in % of one core, per thread name.
+    pub victim_cpu_pct: f64,
+    pub victim_threads_pct: std::collections::BTreeMap<String, f64>,
+    /// The victim's host processes: context switches per second.
+    pub victim_ctxt_per_sec: f64,
+    /// Every other cumulative telemetry counter of the victim (KVM exits by reason over QMP, KVM
+    /// tracepoints, tap/veth packets, SNMP), per second, as `source.counter`.
+    pub telemetry_per_sec: std::collections::BTreeMap<String, f64>,
+}
+
+/// What one cell stores as its figures (JSON in the store's `bench_results.figures`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellRecord {
+    pub cell: CellSpec,
+    pub ok: bool,
+    pub error: Option<String>,
+    /// The judged figure (see [`Benchmark::metric`]).
+    pub metric: String,
+    pub value: Option<f64>,
+    /// Everything the tool's parser found.
+    pub figures: Figures,
+    pub host: Option<HostFigures>,
+    pub flood: Option<FloodFigures>,
+    pub accelerator: Option<String>,
+    pub elapsed_secs: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_cover_the_matrix_with_phases_side_by_side() {
+        let rate = Rate::BitsPerSec(10_000_000);
+        let mut m = MatrixSpec::quick(rate);
+        m.backends = vec![NetBackend::Virtio, NetBackend::VhostNet];
+        m.syncookies = vec![true, false];
+        let cells = m.cells();
+        // vanilla and container: 1 backend; qemu: 2.
+        assert_eq!(cells.len(), (1 + 1 + 2) * 2 * Benchmark::ALL.len() * 2);
+        for pair in cells.chunks(2) {
+            assert_eq!((pair[0].phase, pair[1].phase), (Phase::Idle, Phase::Attack));
+            assert_eq!(pair[0].group_key(), pair[1].group_key());
+        }
+        let keys: std::collections::HashSet<String> = cells.iter().map(CellSpec::key).collect();
+        assert_eq!(keys.len(), cells.len(), "keys are unique");
+        assert_eq!(cells[0].key(), "vanilla/cpu/cookies-on/10mbit/host/idle/rep0");
+        assert!(cells.iter().any(|c| c.key() == "qemu/web/cookies-off/10mbit/vhost-net/attack/rep0"));
+    }
+
+    #[test]
+    fn names_parse() {
+        for b in Benchmark::ALL {
+            assert_eq!(b.as_str().parse::<Benchmark>().unwrap(), b);
+        }
+        assert!("gpu".parse::<Benchmark>().unwrap_err().contains("expected"));
+        assert_eq!("vhost".parse::<NetBackend>().unwrap(), NetBackend::VhostNet);
+        assert!(NetBackend::Virtio.unavailable_reason().is_none());
+    }
+}

@@ -1,0 +1,379 @@
+//! The HTML report: the run's tables and hand-built inline SVG plots (no script, no external file), so
+//! it opens anywhere, offline: degradation per victim kind and benchmark, host CPU under attack, and
+//! profiling counters under attack vs idle.
+
+use std::fmt::Write as _;
+
+use crate::matrix::{Benchmark, CellRecord, Phase};
+use crate::summary::{self, Row};
+
+/// A plot's series colors (color-blind safe palette).
+const COLORS: [&str; 6] = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"];
+
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// A grouped bar chart: one group per category, one bar per series. `None` values leave a gap.
+pub fn bar_chart(
+    id: &str,
+    title: &str,
+    unit: &str,
+    categories: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+) -> String {
+    let (w, h) = (760.0, 340.0);
+    let (left, right, top, bottom) = (70.0, 20.0, 40.0, 70.0);
+    let values = series.iter().flat_map(|(_, v)| v.iter().flatten().copied()).filter(|v| v.is_finite());
+    let (mut lo, mut hi) = values.fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if hi - lo < 1e-9 {
+        hi = lo + 1.0;
+    }
+    let pad = (hi - lo) * 0.08;
+    hi += pad;
+    if lo < 0.0 {
+        lo -= pad;
+    }
+    let plot_h = h - top - bottom;
+    let y = |v: f64| top + plot_h * (hi - v) / (hi - lo);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg id="{id}" class="plot" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><title>{t}</title><rect x="0" y="0" width="{w}" height="{h}" fill="white"/><text x="{cx}" y="22" text-anchor="middle" font-size="15" font-family="sans-serif">{t}</text>"#,
+        t = escape(title),
+        cx = w / 2.0
+    );
+    // Axis with five ticks.
+    for i in 0..=5 {
+        let v = lo + (hi - lo) * f64::from(i) / 5.0;
+        let yy = y(v);
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" x2="{x2}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end" font-size="11" font-family="sans-serif">{v}</text>"##,
+            x2 = w - right,
+            tx = left - 6.0,
+            ty = yy + 4.0,
+            v = fmt_num(v)
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<line x1="{left}" x2="{x2}" y1="{z:.1}" y2="{z:.1}" stroke="#333"/><text x="14" y="{my}" font-size="11" font-family="sans-serif" transform="rotate(-90 14 {my})" text-anchor="middle">{u}</text>"##,
+        x2 = w - right,
+        z = y(0.0),
+        my = top + plot_h / 2.0,
+        u = escape(unit)
+    );
+    let n_cat = categories.len().max(1) as f64;
+    let group_w = (w - left - right) / n_cat;
+    let bar_w = (group_w * 0.8) / series.len().max(1) as f64;
+    for (ci, cat) in categories.iter().enumerate() {
+        let gx = left + group_w * ci as f64 + group_w * 0.1;
+        for (si, (name, vals)) in series.iter().enumerate() {
+            let Some(Some(v)) = vals.get(ci) else { continue };
+            if !v.is_finite() {
+                continue;
+            }
+            let (y0, y1) = (y(0.0), y(*v));
+            let _ = write!(
+                s,
+                r#"<rect class="bar" x="{x:.1}" y="{top:.1}" width="{bw:.1}" height="{ht:.1}" fill="{c}"><title>{cat} / {name}: {val} {u}</title></rect>"#,
+                x = gx + bar_w * si as f64,
+                top = y0.min(y1),
+                bw = (bar_w - 2.0).max(1.0),
+                ht = (y0 - y1).abs().max(0.5),
+                c = COLORS[si % COLORS.len()],
+                cat = escape(cat),
+                name = escape(name),
+                val = fmt_num(*v),
+                u = escape(unit)
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<text x="{x:.1}" y="{ty}" text-anchor="middle" font-size="11" font-family="sans-serif">{c}</text>"#,
+            x = gx + group_w * 0.4,
+            ty = h - bottom + 16.0,
+            c = escape(cat)
+        );
+    }
+    for (si, (name, _)) in series.iter().enumerate() {
+        let lx = left + 150.0 * si as f64;
+        let ly = h - 22.0;
+        let _ = write!(
+            s,
+            r#"<rect x="{lx}" y="{ry}" width="12" height="12" fill="{c}"/><text x="{tx}" y="{ly}" font-size="12" font-family="sans-serif">{n}</text>"#,
+            ry = ly - 10.0,
+            c = COLORS[si % COLORS.len()],
+            tx = lx + 16.0,
+            n = escape(name)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn fmt_num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1000.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(fmt_num).unwrap_or_else(|| "–".into())
+}
+
+/// Everything the report shows about the run besides the records.
+#[derive(Debug, Clone, Default)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub started: String,
+    /// `key: value` lines (host, accelerator, matrix, elapsed time).
+    pub facts: Vec<(String, String)>,
+}
+
+/// The whole report as one HTML document.
+pub fn html(info: &RunInfo, records: &[CellRecord]) -> String {
+    let rows = summary::rows(records);
+    let cpu = summary::cpu_table(records);
+    let prof = summary::profile_table(records);
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>vmguard bench {id}</title><style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.bad{{color:#b00}}svg.plot{{display:block;margin:1em 0;border:1px solid #eee}}</style></head><body><h1>vmguard benchmark report</h1><p>run <code>{id}</code>, started {st}</p><ul>",
+        id = escape(&info.run_id),
+        st = escape(&info.started)
+    );
+    for (k, v) in &info.facts {
+        let _ = write!(h, "<li><b>{}</b>: {}</li>", escape(k), escape(v));
+    }
+    h.push_str("</ul>");
+
+    // Degradation per victim kind and benchmark.
+    let benches: Vec<Benchmark> = {
+        let mut b: Vec<Benchmark> = rows.iter().map(|r| r.benchmark).filter(|b| b.higher_is_better()).collect();
+        b.dedup();
+        b.sort();
+        b.dedup();
+        b
+    };
+    let victims: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for r in &rows {
+            if !v.contains(&r.victim) {
+                v.push(r.victim.clone());
+            }
+        }
+        v
+    };
+    let settings: Vec<String> = {
+        let mut s: Vec<String> = Vec::new();
+        for r in &rows {
+            let k = setting_label(r);
+            if !s.contains(&k) {
+                s.push(k);
+            }
+        }
+        s
+    };
+    h.push_str("<h2>Degradation under attack</h2><p>Throughput lost under the SYN flood, in % of the idle median (positive is worse), per victim kind and benchmark.</p>");
+    for (si, setting) in settings.iter().enumerate() {
+        let series: Vec<(String, Vec<Option<f64>>)> = victims
+            .iter()
+            .map(|v| {
+                let vals = benches
+                    .iter()
+                    .map(|b| {
+                        rows.iter()
+                            .find(|r| &r.victim == v && r.benchmark == *b && &setting_label(r) == setting)
+                            .and_then(|r| r.degradation)
+                    })
+                    .collect();
+                (v.clone(), vals)
+            })
+            .collect();
+        let cats: Vec<String> = benches.iter().map(|b| b.to_string()).collect();
+        h.push_str(&bar_chart(
+            &format!("degradation-{si}"),
+            &format!("Degradation under attack ({setting})"),
+            "% lost",
+            &cats,
+            &series,
+        ));
+    }
+
+    // Host CPU under attack (Table 1).
+    h.push_str("<h2>CPU use of the idle victim under attack (Table 1)</h2>");
+    let cats: Vec<String> = victims.clone();
+    let pick = |phase: Phase, f: fn(&summary::CpuRow) -> f64| -> Vec<Option<f64>> {
+        victims.iter().map(|v| cpu.iter().find(|c| &c.victim == v && c.phase == phase).map(f)).collect()
+    };
+    h.push_str(&bar_chart(
+        "cpu-under-attack",
+        "Host CPU with the victim idle: no attack vs SYN flood",
+        "% of all host CPUs",
+        &cats,
+        &[
+            ("busy, no attack".into(), pick(Phase::Idle, |c| c.host_busy_pct)),
+            ("busy, attack".into(), pick(Phase::Attack, |c| c.host_busy_pct)),
+            ("softirq, attack".into(), pick(Phase::Attack, |c| c.softirq_pct)),
+            ("victim processes, attack (% of a core)".into(), pick(Phase::Attack, |c| c.victim_cpu_pct)),
+        ],
+    ));
+    h.push_str("<table><tr><th>victim</th><th>phase</th><th>host busy %</th><th>softirq %</th><th>system %</th><th>user %</th><th>victim processes % core</th><th>busiest threads</th><th>flood pps</th></tr>");
+    for c in &cpu {
+        let threads: Vec<String> = c.top_threads.iter().map(|(t, p)| format!("{t} {}", fmt_num(*p))).collect();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.victim),
+            c.phase.as_str(),
+            fmt_num(c.host_busy_pct),
+            fmt_num(c.softirq_pct),
+            fmt_num(c.system_pct),
+            fmt_num(c.user_pct),
+            fmt_num(c.victim_cpu_pct),
+            escape(&threads.join(", ")),
+            opt(c.flood_pps)
+        );
+    }
+    h.push_str("</table>");
+
+    // Profiling (Table 2).
+    h.push_str("<h2>Profiling under attack vs idle (Table 2)</h2>");
+    let prof_counters: Vec<String> = {
+        let mut c: Vec<String> = Vec::new();
+        for p in &prof {
+            if !c.contains(&p.counter) && !p.counter.starts_with("kvm.") && !p.counter.starts_with("netdev") {
+                c.push(p.counter.clone());
+            }
+        }
+        c.truncate(6);
+        c
+    };
+    let series: Vec<(String, Vec<Option<f64>>)> = victims
+        .iter()
+        .map(|v| {
+            let vals = prof_counters
+                .iter()
+                .map(|k| {
+                    prof.iter().find(|p| &p.victim == v && &p.counter == k).and_then(|p| p.ratio).map(|r| r.log10())
+                })
+                .collect();
+            (v.clone(), vals)
+        })
+        .collect();
+    let short: Vec<String> = prof_counters
+        .iter()
+        .map(|c| c.split(" (").next().unwrap_or(c).replace("victim processes: ", "victim "))
+        .collect();
+    h.push_str(&bar_chart(
+        "profiling",
+        "Profiling counters: attack / idle (log10 of the ratio)",
+        "log10(attack/idle)",
+        &short,
+        &series,
+    ));
+    h.push_str("<table><tr><th>victim</th><th>counter</th><th>idle</th><th>attack</th><th>attack/idle</th></tr>");
+    for p in &prof {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&p.victim),
+            escape(&p.counter),
+            opt(p.idle),
+            opt(p.attack),
+            opt(p.ratio)
+        );
+    }
+    h.push_str("</table>");
+
+    // Every cell group.
+    h.push_str("<h2>All cells</h2><table><tr><th>victim</th><th>benchmark</th><th>settings</th><th>metric</th><th>idle median [min–max]</th><th>attack median [min–max]</th><th>degradation</th><th>failed</th></tr>");
+    for r in &rows {
+        let spread = |s: Option<summary::Spread>| {
+            s.map(|s| format!("{} [{}–{}] n={}", fmt_num(s.median), fmt_num(s.min), fmt_num(s.max), s.n))
+                .unwrap_or_else(|| "–".into())
+        };
+        let deg = match (r.degradation, r.benchmark.higher_is_better()) {
+            (Some(d), true) => format!("{}%", fmt_num(d)),
+            (Some(d), false) => format!("+{} pts CPU", fmt_num(d)),
+            (None, _) => "–".into(),
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td></tr>",
+            escape(&r.victim),
+            r.benchmark,
+            escape(&setting_label(r)),
+            escape(&r.metric),
+            escape(&r.unit),
+            spread(r.idle),
+            spread(r.attack),
+            deg,
+            if r.failed > 0 { " class=\"bad\"" } else { "" },
+            r.failed
+        );
+    }
+    h.push_str("</table>");
+    let failures: Vec<&Row> = rows.iter().filter(|r| !r.errors.is_empty()).collect();
+    if !failures.is_empty() {
+        h.push_str("<h2>Failed cells</h2><ul>");
+        for r in failures {
+            for e in &r.errors {
+                let _ = write!(h, "<li><code>{}</code>: {}</li>", escape(&r.group), escape(e));
+            }
+        }
+        h.push_str("</ul>");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn setting_label(r: &Row) -> String {
+    format!(
+        "SYN cookies {}, flood {}{}",
+        if r.syncookies { "on" } else { "off" },
+        r.attack_rate,
+        if r.backend == "-" { String::new() } else { format!(", qemu {}", r.backend) }
+    )
+    .replace(", qemu virtio", "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::tests::fake_records;
+
+    #[test]
+    fn report_has_plots_and_tables() {
+        let info = RunInfo { run_id: "r1".into(), started: "now".into(), facts: vec![("host".into(), "<x>".into())] };
+        let h = html(&info, &fake_records());
+        assert!(h.starts_with("<!DOCTYPE html>"));
+        assert_eq!(h.matches("<svg").count(), 3, "degradation, CPU, profiling");
+        assert!(h.matches("class=\"bar\"").count() >= 10);
+        assert!(h.contains("&lt;x&gt;"), "escaped");
+        assert!(h.contains("Failed cells") && h.contains("no space"));
+    }
+
+    #[test]
+    fn empty_and_odd_values_do_not_break_the_chart() {
+        let s = bar_chart("x", "t", "u", &[], &[]);
+        assert!(s.starts_with("<svg") && s.ends_with("</svg>"));
+        let s = bar_chart(
+            "x",
+            "t",
+            "u",
+            &["a".into()],
+            &[("s".into(), vec![Some(f64::NAN)]), ("n".into(), vec![Some(-5.0)])],
+        );
+        assert!(!s.contains("NaN"));
+        assert_eq!(s.matches("class=\"bar\"").count(), 1);
+        assert!(html(&RunInfo::default(), &[]).contains("</html>"));
+    }
+}

@@ -1,0 +1,604 @@
+//! Runs the matrix on a running lab: each benchmark inside its victim (and the iperf3/wrk clients in
+//! the client namespace), a time-bounded SYN flood from the attacker namespace for attack cells, and
+//! host-side CPU and profiling counters around every cell. A failed cell is recorded with its error and
+//! the run goes on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use exec::Cmd;
+use lab::{LabState, VictimKind, VictimState};
+use telemetry::{Collector, GuestInfo, GuestKind, Iface, Sample};
+
+use crate::BenchError;
+use crate::matrix::{Benchmark, CellRecord, CellSpec, FloodFigures, HostFigures, MatrixSpec, Phase};
+use crate::parse::{self, Figures, procfs};
+
+const IPERF_PORT: u16 = 5201;
+const WEB_PORT: u16 = 8080;
+/// The lab's busybox httpd, flooded when a cell has no server of its own.
+const HTTPD_PORT: u16 = 80;
+/// Extra time a command inside a victim may take beyond the benchmark's duration (start-up under TCG).
+const SLACK: Duration = Duration::from_secs(60);
+/// Pause after an attack cell, so the next idle cell does not see the tail of the flood.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// How the runner starts the web application inside each victim.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The vmguard binary on the host (runs the web application of the vanilla victim).
+    pub host_tool: PathBuf,
+    /// The vmguard binary inside the container and the guest (`lab::image::TOOL_PATH`).
+    pub victim_tool: String,
+    /// Arguments before the web application's own (`["webapp"]` for `vmguard webapp`).
+    pub webapp_subcommand: Vec<String>,
+    /// Seed size of the web application's database (threads, users) for wrk's request mix.
+    pub web_threads: u32,
+    pub web_users: u32,
+}
+
+/// What the runner reports as it goes.
+pub enum Event<'a> {
+    /// A cell is about to run.
+    Started(&'a CellSpec),
+    /// A cell finished (successfully or not); `raw` is the tool's output as it printed it.
+    Done(&'a CellRecord, &'a str),
+    /// Something worth telling the user that is not a cell (a service start, a skipped source).
+    Note(String),
+}
+
+/// Run every cell of `spec` against the lab; returns the records (also passed to `on_event`).
+pub fn run_matrix(
+    state: &LabState,
+    spec: &MatrixSpec,
+    opts: &RunOptions,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Vec<CellRecord> {
+    let cells = spec.cells();
+    let mut records = Vec::with_capacity(cells.len());
+    let mut i = 0;
+    while i < cells.len() {
+        let kind = cells[i].victim;
+        let end = cells[i..].iter().position(|c| c.victim != kind).map(|p| i + p).unwrap_or(cells.len());
+        let mut ctx = match VictimCtx::new(state, kind, spec, opts) {
+            Ok(ctx) => Some(ctx),
+            Err(e) => {
+                on_event(Event::Note(format!("victim {kind}: {e}")));
+                None
+            }
+        };
+        for cell in &cells[i..end] {
+            on_event(Event::Started(cell));
+            let started = Instant::now();
+            let (result, raw) = match ctx.as_mut() {
+                Some(ctx) => ctx.run_cell(cell),
+                None => (Err(BenchError::NoVictim(kind.to_string())), String::new()),
+            };
+            let record = match result {
+                Ok(mut r) => {
+                    r.elapsed_secs = started.elapsed().as_secs_f64();
+                    r
+                }
+                Err(e) => CellRecord {
+                    cell: *cell,
+                    ok: false,
+                    error: Some(e.to_string()),
+                    metric: cell.benchmark.metric().0.to_string(),
+                    value: None,
+                    figures: Figures::new(),
+                    host: None,
+                    flood: None,
+                    accelerator: ctx.as_ref().and_then(|c| c.victim.accelerator.clone()),
+                    elapsed_secs: started.elapsed().as_secs_f64(),
+                },
+            };
+            on_event(Event::Done(&record, &raw));
+            records.push(record);
+        }
+        if let Some(ctx) = ctx {
+            for note in ctx.teardown() {
+                on_event(Event::Note(note));
+            }
+        }
+        i = end;
+    }
+    records
+}
+
+/// One victim during the run: its services, its settings, its telemetry.
+struct VictimCtx<'a> {
+    state: &'a LabState,
+    spec: &'a MatrixSpec,
+    opts: &'a RunOptions,
+    victim: VictimState,
+    /// Working directory inside the victim (as the victim sees it).
+    dir: String,
+    /// The same directory on the host, for the vanilla victim; wrk's script lives in `host_dir`.
+    host_dir: PathBuf,
+    syncookies: Option<bool>,
+    iperf: Option<Result<(), String>>,
+    webapp: Option<Result<String, String>>,
+    fileio: Option<Result<(), String>>,
+    collector: Collector,
+}
+
+impl<'a> VictimCtx<'a> {
+    fn new(
+        state: &'a LabState,
+        kind: VictimKind,
+        spec: &'a MatrixSpec,
+        opts: &'a RunOptions,
+    ) -> Result<Self, BenchError> {
+        let victim = state
+            .victims
+            .iter()
+            .find(|v| v.kind == kind)
+            .cloned()
+            .ok_or_else(|| BenchError::NoVictim(kind.to_string()))?;
+        let host_dir = LabState::dir(&state.spec).join("bench").join(kind.as_str());
+        std::fs::create_dir_all(&host_dir)
+            .map_err(|e| BenchError::io(format!("creating {}", host_dir.display()), e))?;
+        std::fs::write(host_dir.join("wrk.lua"), parse::wrk::SCRIPT)
+            .map_err(|e| BenchError::io(format!("writing {}/wrk.lua", host_dir.display()), e))?;
+        let dir = match kind {
+            VictimKind::Vanilla => host_dir.to_string_lossy().into_owned(),
+            // The container's root is read-only: its /tmp is a tmpfs.
+            VictimKind::Container => "/tmp/vmguard-bench".to_string(),
+            // The guest's /data is an ext4 virtio disk.
+            VictimKind::Qemu => "/data/vmguard-bench".to_string(),
+        };
+        let mut collector = Collector::new();
+        for f in collector.add_guest(&guest_info(&victim)) {
+            tracing::debug!("telemetry source unavailable for bench: {f}");
+        }
+        let ctx = VictimCtx {
+            state,
+            spec,
+            opts,
+            victim,
+            dir,
+            host_dir,
+            syncookies: None,
+            iperf: None,
+            webapp: None,
+            fileio: None,
+            collector,
+        };
+        ctx.sh(&format!("mkdir -p {}", lab::victim::shell_quote(&ctx.dir)), Duration::from_secs(30)).map_err(|e| {
+            BenchError::Setup { victim: kind.to_string(), what: "creating its working directory".into(), reason: e }
+        })?;
+        Ok(ctx)
+    }
+
+    /// Run a shell script inside the victim; a non-zero exit is an error quoting the output.
+    fn sh(&self, script: &str, timeout: Duration) -> Result<String, String> {
+        let argv = ["sh".to_string(), "-c".to_string(), script.to_string()];
+        match lab::victim::run_in(self.state, &self.victim.name, &argv, timeout) {
+            Ok(out) if out.status == 0 => Ok(out.output),
+            Ok(out) => {
+                Err(format!("`{script}` exited with {} in {}: {}", out.status, self.victim.name, tail(&out.output)))
+            }
+            Err(e) => Err(format!("`{script}` in {}: {e}", self.victim.name)),
+        }
+    }
+
+    fn set_syncookies(&mut self, on: bool) -> Result<(), String> {
+        if self.syncookies == Some(on) {
+            return Ok(());
+        }
+        let script = format!("echo {} > /proc/sys/net/ipv4/tcp_syncookies", u8::from(on));
+        match self.victim.kind {
+            // The container's /proc/sys is read-only inside it: set its namespace's sysctl from the host.
+            VictimKind::Vanilla | VictimKind::Container => Cmd::new("sh")
+                .args(["-c", &script])
+                .netns(&self.victim.ns)
+                .timeout(Duration::from_secs(10))
+                .run()
+                .map(|_| ())
+                .map_err(|e| e.to_string())?,
+            VictimKind::Qemu => self.sh(&script, Duration::from_secs(30)).map(|_| ())?,
+        }
+        self.syncookies = Some(on);
+        Ok(())
+    }
+
+    fn ensure_iperf(&mut self) -> Result<(), String> {
+        if self.iperf.is_none() {
+            let pidfile = format!("{}/iperf3.pid", self.dir);
+            let r = self.sh(&format!("iperf3 -s -D -p {IPERF_PORT} -I {pidfile}"), Duration::from_secs(30)).map(|_| {
+                // iperf3 -D listens shortly after it detaches (slower under TCG). A probe
+                // connection would occupy its single test slot, so wait instead.
+                let pause = if self.victim.kind == VictimKind::Qemu { 3 } else { 1 };
+                std::thread::sleep(Duration::from_secs(pause));
+            });
+            self.iperf = Some(r.map_err(|e| format!("starting the iperf3 server: {e}")));
+        }
+        self.iperf.clone().expect("set above")
+    }
+
+    fn ensure_webapp(&mut self) -> Result<(), String> {
+        if self.webapp.is_none() {
+            self.webapp = Some(self.start_webapp().map_err(|e| format!("starting the web application: {e}")));
+        }
+        self.webapp.clone().expect("set above").map(|_| ())
+    }
+
+    fn start_webapp(&self) -> Result<String, String> {
+        let tool = match self.victim.kind {
+            VictimKind::Vanilla => self.opts.host_tool.to_string_lossy().into_owned(),
+            _ => self.opts.victim_tool.clone(),
+        };
+        let q = lab::victim::shell_quote;
+        self.sh(&format!("test -x {}", q(&tool)), Duration::from_secs(30)).map_err(|_| {
+            format!(
+                "{} has no vmguard binary at {tool}: bring the lab up with `vmguard lab up` (it places the binary in the victims)",
+                self.victim.name
+            )
+        })?;
+        let sub: Vec<String> = self.opts.webapp_subcommand.iter().map(|s| q(s)).collect();
+        let script = format!(
+            "{} {} --db {dir}/webapp.db --listen 0.0.0.0:{WEB_PORT} > {dir}/webapp.log 2>&1 & echo $!",
+            q(&tool),
+            sub.join(" "),
+            dir = self.dir
+        );
+        let out = self.sh(&script, Duration::from_secs(30))?;
+        let pid = out.lines().rev().find_map(|l| l.trim().parse::<u32>().ok()).map(|p| p.to_string());
+        let pid = pid.ok_or_else(|| format!("no PID from `{script}`: {}", tail(&out)))?;
+        // Seeding the database under TCG takes a while.
+        if let Err(e) = wait_http(self.state, self.victim.address, Duration::from_secs(240)) {
+            let log = self.sh(&format!("tail -5 {}/webapp.log", self.dir), Duration::from_secs(20)).unwrap_or_default();
+            let _ = self.sh(&format!("kill {pid}"), Duration::from_secs(20));
+            return Err(format!("{e}; its log: {}", tail(&log)));
+        }
+        Ok(pid)
+    }
+
+    fn ensure_fileio(&mut self) -> Result<(), String> {
+        if self.fileio.is_none() {
+            let script = format!(
+                "cd {} && sysbench fileio --file-total-size={}M --file-num=8 prepare",
+                self.dir, self.spec.fileio_mib
+            );
+            self.fileio = Some(
+                self.sh(&script, Duration::from_secs(300)).map(|_| ()).map_err(|e| format!("preparing the files: {e}")),
+            );
+        }
+        self.fileio.clone().expect("set above")
+    }
+
+    fn run_cell(&mut self, cell: &CellSpec) -> (Result<CellRecord, BenchError>, String) {
+        let mut raw = String::new();
+        let r = self.run_cell_inner(cell, &mut raw);
+        if cell.phase == Phase::Attack {
+            std::thread::sleep(SETTLE);
+        }
+        (r, raw)
+    }
+
+    fn run_cell_inner(&mut self, cell: &CellSpec, raw: &mut String) -> Result<CellRecord, BenchError> {
+        let name = self.victim.name.clone();
+        let setup = |what: &str, reason: String| BenchError::Setup { victim: name.clone(), what: what.into(), reason };
+        if let Some(reason) = cell.backend.and_then(|b| b.unavailable_reason()) {
+            return Err(BenchError::Unavailable(reason));
+        }
+        self.set_syncookies(cell.syncookies).map_err(|e| setup("setting SYN cookies", e))?;
+        let port = match cell.benchmark {
+            Benchmark::Network => {
+                self.ensure_iperf().map_err(|e| setup("network benchmark", e))?;
+                IPERF_PORT
+            }
+            Benchmark::Web => {
+                self.ensure_webapp().map_err(|e| setup("web benchmark", e))?;
+                WEB_PORT
+            }
+            Benchmark::Fileio => {
+                self.ensure_fileio().map_err(|e| setup("fileio benchmark", e))?;
+                HTTPD_PORT
+            }
+            _ => HTTPD_PORT,
+        };
+
+        let before = HostSnapshot::take(&mut self.collector)?;
+        let flood = match cell.phase {
+            Phase::Attack => Some(start_flood(self.state, &self.victim, cell, port, self.spec.duration + SLACK)?),
+            Phase::Idle => None,
+        };
+        if flood.is_some() {
+            // Let the flood reach its rate before measuring.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let outcome = self.benchmark(cell.benchmark, raw);
+        let flood = flood.map(RunningFlood::finish).transpose()?;
+        let after = HostSnapshot::take(&mut self.collector)?;
+        let host = before.figures(&after);
+        let (metric, _) = cell.benchmark.metric();
+        let mut figures = outcome?;
+        let value = match cell.benchmark {
+            Benchmark::IdleCpu => {
+                figures.insert("host_busy_pct".into(), host.busy_pct);
+                Some(host.busy_pct)
+            }
+            _ => figures.get(metric).copied(),
+        };
+        Ok(CellRecord {
+            cell: *cell,
+            ok: value.is_some(),
+            error: value.is_none().then(|| format!("the tool's output has no `{metric}`")),
+            metric: metric.to_string(),
+            value,
+            figures,
+            host: Some(host),
+            flood,
+            accelerator: self.victim.accelerator.clone(),
+            elapsed_secs: 0.0,
+        })
+    }
+
+    /// Run the benchmark itself; its raw output goes to `raw`.
+    fn benchmark(&self, b: Benchmark, raw: &mut String) -> Result<Figures, BenchError> {
+        let d = self.spec.duration.as_secs().max(1);
+        let timeout = self.spec.duration + SLACK;
+        let in_victim = |script: String, raw: &mut String| -> Result<String, BenchError> {
+            let out = self.sh(&script, timeout).map_err(BenchError::Tool);
+            match out {
+                Ok(o) => {
+                    raw.push_str(&o);
+                    Ok(o)
+                }
+                Err(e) => {
+                    raw.push_str(&e.to_string());
+                    Err(e)
+                }
+            }
+        };
+        let client = |cmd: Cmd, raw: &mut String| -> Result<String, BenchError> {
+            let out = cmd.netns(&self.state.plan.client.ns).timeout(timeout).run_unchecked()?;
+            raw.push_str(&out.stdout);
+            raw.push_str(&out.stderr);
+            Ok(out.stdout + &out.stderr)
+        };
+        let addr = self.victim.address.to_string();
+        Ok(match b {
+            Benchmark::Cpu => parse::sysbench::parse_cpu(&in_victim(
+                format!("sysbench cpu --threads=1 --cpu-max-prime=10000 --time={d} run"),
+                raw,
+            )?)?,
+            Benchmark::Memory => parse::sysbench::parse_memory(&in_victim(
+                format!("sysbench memory --threads=1 --memory-block-size=1M --memory-total-size=1000G --time={d} run"),
+                raw,
+            )?)?,
+            Benchmark::Fileio => parse::sysbench::parse_fileio(&in_victim(
+                format!(
+                    "cd {} && sysbench fileio --file-total-size={}M --file-num=8 --file-test-mode=rndrw --threads=1 --time={d} run",
+                    self.dir, self.spec.fileio_mib
+                ),
+                raw,
+            )?)?,
+            Benchmark::Network => parse::iperf::parse(&client(
+                Cmd::new("iperf3").args(["-c", &addr, "-p", &IPERF_PORT.to_string(), "-t", &d.to_string(), "-J"]),
+                raw,
+            )?)?,
+            Benchmark::Web => parse::wrk::parse(&client(
+                Cmd::new("wrk")
+                    .args(["-t1", &format!("-c{}", self.spec.web_connections), &format!("-d{d}s"), "--timeout", "2s"])
+                    .arg("--latency")
+                    .arg("-s")
+                    .arg(self.host_dir.join("wrk.lua"))
+                    .arg(format!("http://{addr}:{WEB_PORT}/"))
+                    .env("VMGUARD_WEB_THREADS", self.opts.web_threads.to_string())
+                    .env("VMGUARD_WEB_USERS", self.opts.web_users.to_string()),
+                raw,
+            )?)?,
+            Benchmark::IdleCpu => {
+                std::thread::sleep(self.spec.duration);
+                Figures::new()
+            }
+        })
+    }
+
+    /// Stop the victim's services and remove its files; returns what could not be undone.
+    fn teardown(self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let t = Duration::from_secs(60);
+        if let Some(Ok(pid)) = &self.webapp
+            && let Err(e) = self.sh(&format!("kill {pid}"), t)
+        {
+            notes.push(format!("stopping the web application: {e}"));
+        }
+        if let Some(Ok(())) = &self.iperf
+            && let Err(e) = self.sh(&format!("kill $(cat {}/iperf3.pid)", self.dir), t)
+        {
+            notes.push(format!("stopping iperf3: {e}"));
+        }
+        if let Err(e) = self.sh(&format!("rm -rf {}", lab::victim::shell_quote(&self.dir)), Duration::from_secs(120)) {
+            notes.push(format!("removing the working directory: {e}"));
+        }
+        if self.syncookies.is_some_and(|s| s != self.state.spec.syncookies) {
+            let mut me = self;
+            let lab_setting = me.state.spec.syncookies;
+            if let Err(e) = me.set_syncookies(lab_setting) {
+                notes.push(format!("restoring SYN cookies: {e}"));
+            }
+            let _ = std::fs::remove_dir_all(&me.host_dir);
+        } else {
+            let _ = std::fs::remove_dir_all(&self.host_dir);
+        }
+        notes
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+/// The victim as telemetry sees it (the same mapping `vmguard collect` uses).
+pub fn guest_info(v: &VictimState) -> GuestInfo {
+    let kind = match v.kind {
+        VictimKind::Vanilla => GuestKind::Vanilla,
+        VictimKind::Container => GuestKind::Container,
+        VictimKind::Qemu => GuestKind::Qemu,
+    };
+    GuestInfo {
+        netns: Some(v.ns.clone()),
+        pid: v.pids.first().copied(),
+        qmp_socket: v.qmp_socket.clone(),
+        iface: Some(Iface { name: v.host_iface.clone(), netns: Some(v.host_iface_ns.clone()) }),
+        cgroup: v.cgroup.as_ref().map(|c| c.trim_start_matches('/').to_string()),
+        ..GuestInfo::new(v.name.clone(), kind)
+    }
+}
+
+/// Wait until the web application answers `/health` from the client namespace.
+fn wait_http(state: &LabState, addr: std::net::Ipv4Addr, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let url = format!("http://{addr}:{WEB_PORT}/health");
+    loop {
+        let ok = Cmd::new("curl")
+            .args(["-sf", "-m", "3", &url])
+            .netns(&state.plan.client.ns)
+            .timeout(Duration::from_secs(6))
+            .run()
+            .is_ok();
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{url} did not answer within {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A flood running on its own thread until stopped or its bound expires.
+struct RunningFlood {
+    stop: flood::StopHandle,
+    thread: std::thread::JoinHandle<Result<flood::Summary, flood::FloodError>>,
+}
+
+fn start_flood(
+    state: &LabState,
+    victim: &VictimState,
+    cell: &CellSpec,
+    port: u16,
+    bound: Duration,
+) -> Result<RunningFlood, BenchError> {
+    let plan = &state.plan;
+    let policy = flood::TargetPolicy {
+        lab_targets: state.victims.iter().map(|v| (v.name.clone(), v.address)).collect(),
+        spoof_subnet: plan.spoof_subnet,
+        lab_network: plan.network,
+        allow_loopback: false,
+    };
+    let target =
+        policy.resolve(&victim.name, flood::SourceChoice::Spoof).map_err(|e| BenchError::Flood(e.to_string()))?;
+    let rate = match cell.attack_rate.bits_per_sec() {
+        Some(b) => flood::Rate::BitsPerSec(b),
+        None => flood::Rate::Unlimited,
+    };
+    let config = flood::FloodConfig {
+        kind: flood::FloodKind::Syn,
+        dst_port: Some(port),
+        rate,
+        duration: bound,
+        netns: Some(plan.attacker.ns.clone()),
+        ..Default::default()
+    };
+    let f = flood::Flood::new(target, config).map_err(|e| BenchError::Flood(e.to_string()))?;
+    let stop = f.stop_handle();
+    let thread = std::thread::spawn(move || f.run(|_| {}));
+    Ok(RunningFlood { stop, thread })
+}
+
+impl RunningFlood {
+    fn finish(self) -> Result<FloodFigures, BenchError> {
+        self.stop.stop();
+        let summary = self
+            .thread
+            .join()
+            .map_err(|_| BenchError::Flood("the flood thread panicked".into()))?
+            .map_err(|e| BenchError::Flood(e.to_string()))?;
+        Ok(FloodFigures {
+            sent: summary.sent,
+            achieved_pps: summary.achieved_pps,
+            achieved_bps: summary.achieved_bps,
+            elapsed_secs: summary.elapsed_secs,
+        })
+    }
+}
+
+/// Host-wide and victim counters at one instant.
+struct HostSnapshot {
+    at: Instant,
+    stat: procfs::ProcStat,
+    softirqs: procfs::CounterTable,
+    samples: Vec<Sample>,
+}
+
+fn read_proc(path: &Path) -> Result<String, BenchError> {
+    std::fs::read_to_string(path).map_err(|e| BenchError::io(format!("reading {}", path.display()), e))
+}
+
+impl HostSnapshot {
+    fn take(collector: &mut Collector) -> Result<HostSnapshot, BenchError> {
+        let mut samples = Vec::new();
+        for f in collector.round(&mut samples) {
+            tracing::debug!("telemetry round: {f}");
+        }
+        Ok(HostSnapshot {
+            at: Instant::now(),
+            stat: procfs::parse_stat(&read_proc(Path::new("/proc/stat"))?)?,
+            softirqs: procfs::parse_softirqs(&read_proc(Path::new("/proc/softirqs"))?)?,
+            samples,
+        })
+    }
+
+    fn figures(&self, after: &HostSnapshot) -> HostFigures {
+        let secs = after.at.duration_since(self.at).as_secs_f64().max(1e-3);
+        let share = procfs::cpu_share(&self.stat, &after.stat);
+        let per_sec = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+        let net_rx = procfs::table_delta(&self.softirqs, &after.softirqs).get("NET_RX").copied().unwrap_or(0);
+        let before: BTreeMap<(String, String), u64> = self
+            .samples
+            .iter()
+            .filter(|s| s.kind.is_cumulative())
+            .map(|s| ((s.source.as_str().to_string(), s.counter.to_string()), s.value))
+            .collect();
+        let mut telemetry_per_sec = BTreeMap::new();
+        let mut threads = BTreeMap::new();
+        let (mut victim_cpu_pct, mut victim_ctxt) = (0.0, 0.0);
+        for s in after.samples.iter().filter(|s| s.kind.is_cumulative()) {
+            let key = (s.source.as_str().to_string(), s.counter.to_string());
+            let Some(&b) = before.get(&key) else { continue };
+            let rate = per_sec(s.value, b);
+            if key.0 == "process" {
+                if s.counter == "cpu_ns" {
+                    victim_cpu_pct = rate / 1e7;
+                } else if let Some(t) = s.counter.strip_prefix("thread.").and_then(|c| c.strip_suffix(".cpu_ns")) {
+                    threads.insert(t.to_string(), rate / 1e7);
+                } else if s.counter.starts_with("ctxt_") {
+                    victim_ctxt += rate;
+                }
+                continue;
+            }
+            telemetry_per_sec.insert(format!("{}.{}", key.0, key.1), rate);
+        }
+        HostFigures {
+            secs,
+            busy_pct: share.busy_pct,
+            user_pct: share.user_pct,
+            system_pct: share.system_pct,
+            irq_pct: share.irq_pct,
+            softirq_pct: share.softirq_pct,
+            ctxt_per_sec: per_sec(after.stat.ctxt, self.stat.ctxt),
+            intr_per_sec: per_sec(after.stat.intr, self.stat.intr),
+            net_rx_per_sec: net_rx as f64 / secs,
+            victim_cpu_pct,
+            victim_threads_pct: threads,
+            victim_ctxt_per_sec: victim_ctxt,
+            telemetry_per_sec,
+        }
+    }
+}
