@@ -4,8 +4,9 @@
 //! Window labelling (the same rule for Part A's and Part B's figures):
 //! - a window is `dos` when attack intervals of its guest cover at least half of it;
 //! - it is `normal` when it lies within the recorded intervals and no attack interval touches it;
-//! - otherwise (a window only partly under attack, or outside every recorded run) it is unlabelled
-//!   and left out of the metrics: nobody can say what the right answer for it is.
+//! - otherwise (a window only partly under attack, touching an `unknown` phase whose workload or flood
+//!   failed, or outside every recorded run) it is unlabelled and left out of the metrics: nobody can
+//!   say what the right answer for it is.
 
 use std::collections::BTreeSet;
 
@@ -43,8 +44,11 @@ impl GuestData {
         let len = (end_ns - start_ns).max(1) as f64;
         let overlap = |l: &StoredLabel| (l.end_ns.min(end_ns) - l.start_ns.max(start_ns)).max(0) as f64;
         let attack: f64 = self.labels.iter().filter(|l| is_attack_label(&l.label)).map(overlap).sum();
+        let unknown: f64 = self.labels.iter().filter(|l| l.label == "unknown").map(overlap).sum();
         let covered: f64 = self.labels.iter().map(overlap).sum();
-        if attack / len >= 0.5 {
+        if unknown > 0.0 {
+            None
+        } else if attack / len >= 0.5 {
             Some(detect::Label::Dos)
         } else if attack == 0.0 && covered / len >= 0.999 {
             Some(detect::Label::Normal)

@@ -354,17 +354,22 @@ pub fn run(cli: &Cli, a: &RecordArgs) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())));
         }
         let phase_end = telemetry::unix_now_ns();
+        let mut failed = false;
         for j in jobs {
             if let Err(e) = j.join() {
                 failures.push(format!("phase {}: {e:#}", p.name));
+                failed = true;
             }
         }
         for g in &guests {
+            // A phase whose workload or flood failed has no reliable ground truth: `unknown`, which
+            // evaluation and training leave out.
+            let label = if failed { "unknown" } else { Scenario::label(p, &g.name) };
             labels.push(store::Label {
                 guest: g.name.clone(),
                 start_ns: phase_start,
                 end_ns: phase_end,
-                label: Scenario::label(p, &g.name).into(),
+                label: label.into(),
                 scenario: sc.name.clone(),
             });
         }
