@@ -233,14 +233,19 @@ pub fn evaluate(model: &DetectorModel, data: &[GuestData]) -> PartBReport {
                 }
                 _ => None,
             });
-            // An alert already raised before this attack (back-to-back attacks) also counts, at 0 s.
-            let ongoing = events.iter().rev().find_map(|ev| match ev {
-                detect::online::AlertEvent::Raised { time_ms, role, .. } if *time_ms * 1_000_000 < l.start_ns => {
-                    Some((*time_ms, *role))
-                }
-                detect::online::AlertEvent::Cleared { time_ms, .. } if *time_ms * 1_000_000 < l.start_ns => None,
-                _ => None,
-            });
+            // An alert already raised before this attack and not cleared since (back-to-back attacks)
+            // also counts, at 0 s.
+            let ongoing = events
+                .iter()
+                .rev()
+                .find(|ev| match ev {
+                    detect::online::AlertEvent::Raised { time_ms, .. }
+                    | detect::online::AlertEvent::Cleared { time_ms, .. } => *time_ms * 1_000_000 < l.start_ns,
+                })
+                .and_then(|ev| match ev {
+                    detect::online::AlertEvent::Raised { time_ms, role, .. } => Some((*time_ms, *role)),
+                    detect::online::AlertEvent::Cleared { .. } => None,
+                });
             let cleared = events.iter().find_map(|ev| match ev {
                 detect::online::AlertEvent::Cleared { time_ms, .. } if *time_ms * 1_000_000 > l.end_ns => {
                     Some((*time_ms * 1_000_000 - l.end_ns) as f64 / 1e9)
