@@ -181,11 +181,11 @@ impl Store {
                 let cached = self.counter_ids.get(&s.source).and_then(|m| m.get(s.counter.as_str())).copied();
                 let c = match cached {
                     Some(id) => id,
-                    None => match new_counters.iter().find(|(src, n, _)| *src == s.source && *n == s.counter) {
+                    None => match new_counters.iter().find(|(src, n, _)| *src == s.source && *n == *s.counter) {
                         Some((_, _, id)) => *id,
                         None => {
                             let id = counter_id(&tx, s.source, &s.counter, s.kind)?;
-                            new_counters.push((s.source, s.counter.clone(), id));
+                            new_counters.push((s.source, s.counter.to_string(), id));
                             id
                         }
                     },
@@ -261,7 +261,7 @@ impl Store {
                 time_ns,
                 guest: Arc::clone(&guest_arc),
                 source: source.parse().map_err(|detail| StoreError::Corrupt { detail })?,
-                counter,
+                counter: counter.into(),
                 value: value as u64,
                 kind: kind.parse().map_err(|detail| StoreError::Corrupt { detail })?,
             });
@@ -409,6 +409,25 @@ impl Store {
             let figures = serde_json::from_str(&figures)
                 .map_err(|source| StoreError::Json { what: "benchmark figures", source })?;
             out.push(BenchResult { run_id, cell, time_ns, raw_output, figures });
+        }
+        Ok(out)
+    }
+
+    /// Every recorded run as `(id, started_ns, meta)`, oldest first.
+    pub fn runs(&self) -> Result<Vec<(String, i64, serde_json::Value)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, started_ns, meta FROM runs ORDER BY started_ns, id")
+            .map_err(sql("listing runs"))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+            .map_err(sql("listing runs"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, started, meta) = row.map_err(sql("listing runs"))?;
+            let meta =
+                serde_json::from_str(&meta).map_err(|source| StoreError::Json { what: "run metadata", source })?;
+            out.push((id, started, meta));
         }
         Ok(out)
     }

@@ -153,12 +153,12 @@ proptest! {
         // Later duplicates replace earlier ones.
         let mut want: std::collections::BTreeMap<(String, SourceId, String, i64), u64> = Default::default();
         for x in &batch {
-            want.insert((x.guest.to_string(), x.source, x.counter.clone(), x.time_ns), x.value);
+            want.insert((x.guest.to_string(), x.source, x.counter.to_string(), x.time_ns), x.value);
         }
         let mut got = std::collections::BTreeMap::new();
         for g in want.keys().map(|k| k.0.clone()).collect::<std::collections::BTreeSet<_>>() {
             for x in st.samples(&g, i64::MIN, i64::MAX).unwrap() {
-                got.insert((x.guest.to_string(), x.source, x.counter.clone(), x.time_ns), x.value);
+                got.insert((x.guest.to_string(), x.source, x.counter.to_string(), x.time_ns), x.value);
             }
         }
         prop_assert_eq!(got, want);

@@ -21,7 +21,7 @@ fn batch(round: u64) -> Vec<Sample> {
             time_ns: round as i64 * 1_000_000_000,
             guest: Arc::clone(&guest),
             source: SourceId::Kvm,
-            counter: format!("c{i}"),
+            counter: format!("c{i}").into(),
             value: round,
             kind: Kind::Counter,
         })

@@ -102,6 +102,7 @@ pub struct CgroupCpu {
     root: PathBuf,
     files: Option<Kept>,
     buf: String,
+    names: crate::sample::NameCache,
 }
 
 /// The open files of a located cgroup.
@@ -130,7 +131,14 @@ impl CgroupCpu {
 
     /// The same under another root (a recorded copy of a cgroup tree).
     pub fn with_root(guest: &str, rel: &str, root: impl Into<PathBuf>) -> Self {
-        CgroupCpu { guest: guest.into(), rel: rel.to_string(), root: root.into(), files: None, buf: String::new() }
+        CgroupCpu {
+            guest: guest.into(),
+            rel: rel.to_string(),
+            root: root.into(),
+            files: None,
+            buf: String::new(),
+            names: Default::default(),
+        }
     }
 
     fn read(&mut self, time_ns: i64, out: &mut Vec<Sample>) -> Result<(), TelemetryError> {
@@ -138,7 +146,7 @@ impl CgroupCpu {
             self.files = CgroupFiles::find(&self.root, &self.rel).map(Kept::new);
         }
         let files = self.files.as_mut().ok_or_else(|| TelemetryError::CgroupMissing { cgroup: self.rel.clone() })?;
-        let mut emit = Emit { out, guest: &self.guest, source: SourceId::Cgroup, time_ns };
+        let mut emit = Emit::new(out, &self.guest, SourceId::Cgroup, time_ns).with_names(&mut self.names);
         match files {
             Kept::V1 { usage, cpu_stat } => {
                 if let Some((usage, stat)) = usage {
@@ -200,7 +208,7 @@ mod tests {
     fn run(src: &mut CgroupCpu) -> Vec<(String, u64)> {
         let mut out = Vec::new();
         src.sample(1, &mut out).unwrap();
-        out.into_iter().map(|s| (s.counter, s.value)).collect()
+        out.into_iter().map(|s| (s.counter.to_string(), s.value)).collect()
     }
 
     #[test]
@@ -256,7 +264,7 @@ mod tests {
         fn never_panics(text in "\\PC*") {
             let guest: Arc<str> = "g".into();
             let mut out = Vec::new();
-            let mut emit = Emit { out: &mut out, guest: &guest, source: SourceId::Cgroup, time_ns: 0 };
+            let mut emit = Emit::new(&mut out, &guest, SourceId::Cgroup, 0);
             emit_v1_cpu_stat(&text, &mut emit);
             emit_v1_cpuacct_stat(&text, &mut emit);
             emit_v2_cpu_stat(&text, &mut emit);

@@ -49,7 +49,7 @@ impl Delta {
 }
 
 /// Counter name -> (time, value) of its last reading.
-type LastReadings = HashMap<String, (i64, u64)>;
+type LastReadings = HashMap<crate::sample::Name, (i64, u64)>;
 
 /// Remembers the last reading of every cumulative counter and turns each new one into a [`Delta`].
 #[derive(Debug, Default)]

@@ -11,11 +11,13 @@ use crate::TelemetryError;
 pub(crate) struct KeptFile {
     path: PathBuf,
     file: Option<File>,
+    /// Read buffer, kept (and kept initialized) between rounds.
+    bytes: Vec<u8>,
 }
 
 impl KeptFile {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        KeptFile { path: path.into(), file: None }
+        KeptFile { path: path.into(), file: None, bytes: Vec::new() }
     }
 
     pub fn path(&self) -> &Path {
@@ -39,42 +41,46 @@ impl KeptFile {
 
     fn read_open(&mut self, buf: &mut String) -> Result<(), TelemetryError> {
         let file = self.file.as_ref().expect("open");
-        // Reuse the String's allocation as the byte buffer.
-        let mut bytes = std::mem::take(buf).into_bytes();
-        bytes.clear();
-        let result = read_all_at(file, &mut bytes);
-        match (result, String::from_utf8(bytes)) {
-            (Ok(()), Ok(s)) => {
-                *buf = s;
+        buf.clear();
+        let len = read_all_at(file, &mut self.bytes).map_err(|e| TelemetryError::read(&self.path, e))?;
+        match std::str::from_utf8(&self.bytes[..len]) {
+            Ok(s) => {
+                buf.push_str(s);
                 Ok(())
             }
-            (Err(e), _) => Err(TelemetryError::read(&self.path, e)),
-            (Ok(()), Err(e)) => {
-                *buf = String::new();
-                Err(TelemetryError::parse(self.path.display().to_string(), format!("not UTF-8 text: {e}")))
-            }
+            Err(e) => Err(TelemetryError::parse(self.path.display().to_string(), format!("not UTF-8 text: {e}"))),
         }
     }
 }
 
-fn read_all_at(file: &File, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+/// A short read below this many bytes is the end of the file. Regular files and the single-record files
+/// of /proc, sysfs and cgroupfs return everything in one read; multi-record /proc files (/proc/net/dev)
+/// return less than asked only when their 4 KiB page is nearly full, i.e. well above this. Saves the
+/// second `pread` that would return 0.
+const SHORT_READ_IS_EOF: usize = 3072;
+
+/// Read from offset 0 to the end into `bytes` (grown as needed, never shrunk, so the buffer is zeroed
+/// only when it grows); returns the length read.
+pub(crate) fn read_all_at(file: &File, bytes: &mut Vec<u8>) -> std::io::Result<usize> {
     let mut len = 0usize;
     loop {
         if bytes.len() < len + 4096 {
             bytes.resize(len + 8192, 0);
         }
+        let space = bytes.len() - len;
         match file.read_at(&mut bytes[len..], len as u64) {
             Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                bytes.truncate(len);
-                return Err(e);
+            Ok(n) => {
+                len += n;
+                if n < space && len < SHORT_READ_IS_EOF {
+                    break;
+                }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-    bytes.truncate(len);
-    Ok(())
+    Ok(len)
 }
 
 #[cfg(test)]

@@ -9,6 +9,10 @@
 //! that apply to it and a [`Collector`] runs one sampling round over all of them, where a failing source is
 //! a warning for that source, never the end of the round.
 //!
+//! [`pipeline`] is the collection loop on top (rounds at an interval over a changing set of guests,
+//! deltas, a per-round callback) and [`export`] serves the latest readings as OpenMetrics (feature
+//! `export`, on by default).
+//!
 //! Parsers are pure functions of text or bytes (`parse_*`), so they test and fuzz without root; the live
 //! parts (`perf_event_open`, network namespaces) are behind the default feature `sources`.
 
@@ -31,13 +35,17 @@ pub mod xen;
 
 #[cfg(feature = "sources")]
 mod collect;
+#[cfg(feature = "export")]
+pub mod export;
+#[cfg(feature = "export")]
+pub mod pipeline;
 
 #[cfg(feature = "sources")]
 pub use collect::{Collector, SourceFailure, sources_for};
 pub use delta::{Delta, DeltaTracker, delta};
 pub use error::TelemetryError;
 pub use guest::{GuestInfo, GuestKind, Iface};
-pub use sample::{Kind, Sample, SourceId, unix_now_ns};
+pub use sample::{Kind, Name, NameCache, Sample, SourceId, unix_now_ns};
 
 /// One place a guest's counters come from. `sample` appends this round's readings to `out`.
 ///

@@ -78,6 +78,8 @@ pub struct NetDev {
     file: Option<std::path::PathBuf>,
     open: Option<(std::fs::File, Option<u64>)>,
     buf: String,
+    bytes: Vec<u8>,
+    names: crate::sample::NameCache,
 }
 
 #[cfg(feature = "sources")]
@@ -91,6 +93,8 @@ impl NetDev {
             file: None,
             open: None,
             buf: String::with_capacity(4096),
+            bytes: Vec::new(),
+            names: crate::sample::NameCache::new(),
         }
     }
 
@@ -103,6 +107,8 @@ impl NetDev {
             file: Some(path.into()),
             open: None,
             buf: String::with_capacity(4096),
+            bytes: Vec::new(),
+            names: crate::sample::NameCache::new(),
         }
     }
 
@@ -123,7 +129,6 @@ impl NetDev {
     }
 
     fn read(&mut self, time_ns: i64, out: &mut Vec<Sample>) -> Result<(), crate::TelemetryError> {
-        use std::os::unix::fs::FileExt;
         // The namespace may have been deleted and recreated under the same name: then reopen (and let the
         // old one go: the open file holds a reference to it).
         let current = self.netns.as_deref().and_then(netns::inode);
@@ -136,26 +141,17 @@ impl NetDev {
         let (file, _) = self.open.as_mut().expect("just opened");
         // One pread from offset 0 per round: the kernel regenerates the text for the namespace.
         let path = "/proc/net/dev";
-        let mut bytes = std::mem::take(&mut self.buf).into_bytes();
-        bytes.resize(bytes.capacity().max(8192), 0);
-        let mut len = 0;
-        loop {
-            if bytes.len() - len < 1024 {
-                bytes.resize(bytes.len() * 2, 0);
-            }
-            match file.read_at(&mut bytes[len..], len as u64) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) => return Err(crate::TelemetryError::read(path, e)),
-            }
-        }
-        bytes.truncate(len);
-        self.buf = String::from_utf8(bytes).map_err(|_| crate::TelemetryError::parse(path, "not UTF-8 text"))?;
+        let len = crate::file::read_all_at(file, &mut self.bytes).map_err(|e| crate::TelemetryError::read(path, e))?;
+        self.buf.clear();
+        self.buf.push_str(
+            std::str::from_utf8(&self.bytes[..len])
+                .map_err(|_| crate::TelemetryError::parse(path, "not UTF-8 text"))?,
+        );
         let vals = parse_netdev_iface(&self.buf, &self.iface).ok_or_else(|| crate::TelemetryError::IfaceMissing {
             iface: self.iface.clone(),
             netns: self.netns.clone().unwrap_or_else(|| "(host)".into()),
         })?;
-        emit_netdev(&vals, &mut Emit { out, guest: &self.guest, source: SourceId::Netdev, time_ns });
+        emit_netdev(&vals, &mut Emit::new(out, &self.guest, SourceId::Netdev, time_ns).with_names(&mut self.names));
         Ok(())
     }
 }
@@ -206,7 +202,7 @@ mod tests {
         let v = parse_netdev_iface(RECORDED, "lo").unwrap();
         let guest: Arc<str> = "g".into();
         let mut out = Vec::new();
-        emit_netdev(&v, &mut Emit { out: &mut out, guest: &guest, source: SourceId::Netdev, time_ns: 1 });
+        emit_netdev(&v, &mut Emit::new(&mut out, &guest, SourceId::Netdev, 1));
         let names: Vec<&str> = out.iter().map(|s| s.counter.as_str()).collect();
         assert_eq!(
             names,

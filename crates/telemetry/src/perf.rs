@@ -69,6 +69,7 @@ pub struct KvmTracepoints {
     guest: Arc<str>,
     pid: u32,
     events: Vec<Event>,
+    names: crate::sample::NameCache,
 }
 
 impl KvmTracepoints {
@@ -108,7 +109,7 @@ impl KvmTracepoints {
                 dir: tracefs.join("events").join(group),
             });
         }
-        Ok(KvmTracepoints { guest: guest.into(), pid, events })
+        Ok(KvmTracepoints { guest: guest.into(), pid, events, names: Default::default() })
     }
 
     /// The tracepoints being counted.
@@ -141,7 +142,7 @@ impl Source for KvmTracepoints {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "the process exited"),
             ));
         }
-        let mut emit = Emit { out, guest: &self.guest, source: SourceId::Tracepoint, time_ns };
+        let mut emit = Emit::new(out, &self.guest, SourceId::Tracepoint, time_ns).with_names(&mut self.names);
         for ev in &self.events {
             let mut total = 0u64;
             for c in &ev.counters {

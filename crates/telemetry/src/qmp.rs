@@ -252,6 +252,7 @@ pub(crate) fn emit_results(
     let mut order: Vec<(&str, u64, Kind)> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (n, r) in results.iter().enumerate() {
+        let vcpu_prefix = if per_vcpu { format!("vcpu{n}") } else { String::new() };
         for st in &r.stats {
             let (value, default_kind) = match st.value {
                 StatValue::Scalar(v) => (v, Kind::Counter),
@@ -264,7 +265,7 @@ pub(crate) fn emit_results(
                 None => default_kind,
             };
             if per_vcpu {
-                emit.push(format!("vcpu{n}.{}", st.name), value, kind);
+                emit.push_joined(&vcpu_prefix, ".", &st.name, value, kind);
             }
             match index.get(st.name.as_str()) {
                 Some(&i) => order[i].1 = order[i].1.saturating_add(value),
@@ -276,7 +277,7 @@ pub(crate) fn emit_results(
         }
     }
     for (name, value, kind) in order {
-        emit.push(format!("{prefix}.{name}"), value, kind);
+        emit.push_joined(prefix, ".", name, value, kind);
     }
 }
 
@@ -294,6 +295,7 @@ pub struct QmpStats {
     client: Option<QmpClient>,
     vm_kinds: HashMap<String, Option<Kind>>,
     vcpu_kinds: HashMap<String, Option<Kind>>,
+    names: crate::sample::NameCache,
 }
 
 impl QmpStats {
@@ -306,6 +308,7 @@ impl QmpStats {
             client: None,
             vm_kinds: HashMap::new(),
             vcpu_kinds: HashMap::new(),
+            names: crate::sample::NameCache::new(),
         }
     }
 
@@ -330,7 +333,7 @@ impl QmpStats {
         let client = self.connected()?;
         let vm = stats_from_value(client.execute("query-stats", Some(serde_json::json!({"target": "vm"})))?)?;
         let vcpu = stats_from_value(client.execute("query-stats", Some(serde_json::json!({"target": "vcpu"})))?)?;
-        let mut emit = Emit { out, guest: &self.guest, source: SourceId::Kvm, time_ns };
+        let mut emit = Emit::new(out, &self.guest, SourceId::Kvm, time_ns).with_names(&mut self.names);
         emit_results(&vm, "vm", &self.vm_kinds, false, &mut emit);
         emit_results(&vcpu, "vcpu", &self.vcpu_kinds, self.per_vcpu, &mut emit);
         Ok(())
@@ -391,7 +394,7 @@ mod tests {
         assert_eq!(vcpu[0].qom_path.as_deref(), Some("/machine/unattached/device[0]"));
         let guest: Arc<str> = "vm1".into();
         let mut out = Vec::new();
-        let mut emit = Emit { out: &mut out, guest: &guest, source: SourceId::Kvm, time_ns: 7 };
+        let mut emit = Emit::new(&mut out, &guest, SourceId::Kvm, 7);
         emit_results(&vm, "vm", &kinds_for(&schemas, "vm"), false, &mut emit);
         emit_results(&vcpu, "vcpu", &kinds_for(&schemas, "vcpu"), true, &mut emit);
         let get = |name: &str| out.iter().find(|s| s.counter == name).map(|s| (s.value, s.kind));
@@ -418,13 +421,7 @@ mod tests {
         let r = parse_query_stats(json).unwrap();
         let guest: Arc<str> = "g".into();
         let mut out = Vec::new();
-        emit_results(
-            &r,
-            "vcpu",
-            &HashMap::new(),
-            false,
-            &mut Emit { out: &mut out, guest: &guest, source: SourceId::Kvm, time_ns: 0 },
-        );
+        emit_results(&r, "vcpu", &HashMap::new(), false, &mut Emit::new(&mut out, &guest, SourceId::Kvm, 0));
         assert_eq!(out.len(), 2);
         assert_eq!((out[0].counter.as_str(), out[0].value), ("vcpu.exits", 12));
         assert_eq!((out[1].counter.as_str(), out[1].value, out[1].kind), ("vcpu.blocking", 2, Kind::Gauge));

@@ -108,6 +108,149 @@ impl FromStr for SourceId {
     }
 }
 
+/// A counter name, shared: a source hands out the same allocation round after round (see [`NameCache`]),
+/// so a sample costs a reference count, not a string. Compares, hashes and orders as the `str` it holds.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The shared allocation (e.g. to key a map without copying the text).
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Name(s.into())
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Name(s.into())
+    }
+}
+
+impl From<Arc<str>> for Name {
+    fn from(s: Arc<str>) -> Self {
+        Name(s)
+    }
+}
+
+impl From<&Name> for Name {
+    fn from(s: &Name) -> Self {
+        s.clone()
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for Name {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Name> for String {
+    fn eq(&self, other: &Name) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<Name> for &str {
+    fn eq(&self, other: &Name) -> bool {
+        **self == *other.0
+    }
+}
+
+/// The counter names a source yields, remembered by position: sources emit their counters in the same
+/// order every round, so the name at position `i` is checked (one comparison) and shared, and replaced
+/// only when it differs (a counter appeared or disappeared).
+#[derive(Debug, Default)]
+pub struct NameCache {
+    names: Vec<Name>,
+}
+
+impl NameCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The shared name `prefix + sep + name` at position `i` (`sep` may be empty).
+    pub fn get(&mut self, i: usize, prefix: &str, sep: &str, name: &str) -> Name {
+        if let Some(n) = self.names.get(i) {
+            let s = n.as_bytes();
+            let (p, q) = (prefix.len(), prefix.len() + sep.len());
+            if s.len() == q + name.len()
+                && &s[..p] == prefix.as_bytes()
+                && &s[p..q] == sep.as_bytes()
+                && &s[q..] == name.as_bytes()
+            {
+                return n.clone();
+            }
+        }
+        let mut text = String::with_capacity(prefix.len() + sep.len() + name.len());
+        text.push_str(prefix);
+        text.push_str(sep);
+        text.push_str(name);
+        let n = Name::from(text);
+        if i < self.names.len() {
+            self.names[i] = n.clone();
+        } else {
+            self.names.resize(i, Name::from(""));
+            self.names.push(n.clone());
+        }
+        n
+    }
+}
+
 /// One reading of one counter of one guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
@@ -117,7 +260,7 @@ pub struct Sample {
     pub guest: Arc<str>,
     pub source: SourceId,
     /// Counter name, unique within (guest, source): e.g. `vcpu.exits`, `TcpExt.SyncookiesSent`, `rx_packets`.
-    pub counter: String,
+    pub counter: Name,
     /// Raw value: cumulative count or gauge level, in the unit the counter name says.
     pub value: u64,
     pub kind: Kind,
@@ -131,21 +274,56 @@ pub fn unix_now_ns() -> i64 {
     }
 }
 
-/// Appends samples of one (guest, source, time): the shared part written once.
+/// Appends samples of one (guest, source, time): the shared part written once. With a [`NameCache`]
+/// ([`Emit::with_names`]) the names of successive pushes are shared across rounds.
 pub(crate) struct Emit<'a> {
     pub out: &'a mut Vec<Sample>,
     pub guest: &'a Arc<str>,
     pub source: SourceId,
     pub time_ns: i64,
+    names: Option<&'a mut NameCache>,
+    next: usize,
 }
 
-impl Emit<'_> {
-    pub fn push(&mut self, counter: impl Into<String>, value: u64, kind: Kind) {
+impl<'a> Emit<'a> {
+    pub fn new(out: &'a mut Vec<Sample>, guest: &'a Arc<str>, source: SourceId, time_ns: i64) -> Self {
+        Emit { out, guest, source, time_ns, names: None, next: 0 }
+    }
+
+    pub fn with_names(mut self, names: &'a mut NameCache) -> Self {
+        self.names = Some(names);
+        self
+    }
+
+    pub fn push(&mut self, counter: impl Into<Name> + AsRef<str>, value: u64, kind: Kind) {
+        let counter = match self.names.as_deref_mut() {
+            Some(cache) => {
+                self.next += 1;
+                cache.get(self.next - 1, "", "", counter.as_ref())
+            }
+            None => counter.into(),
+        };
+        self.push_name(counter, value, kind);
+    }
+
+    /// Push `prefix + sep + name`, built only when the cache does not hold it already.
+    pub fn push_joined(&mut self, prefix: &str, sep: &str, name: &str, value: u64, kind: Kind) {
+        let counter = match self.names.as_deref_mut() {
+            Some(cache) => {
+                self.next += 1;
+                cache.get(self.next - 1, prefix, sep, name)
+            }
+            None => Name::from(format!("{prefix}{sep}{name}")),
+        };
+        self.push_name(counter, value, kind);
+    }
+
+    pub fn push_name(&mut self, counter: Name, value: u64, kind: Kind) {
         self.out.push(Sample {
             time_ns: self.time_ns,
             guest: Arc::clone(self.guest),
             source: self.source,
-            counter: counter.into(),
+            counter,
             value,
             kind,
         });
@@ -165,5 +343,22 @@ mod tests {
             assert_eq!(k.as_str().parse::<Kind>().unwrap(), k);
         }
         assert!("nope".parse::<SourceId>().unwrap_err().contains("known:"));
+    }
+
+    #[test]
+    fn names_are_shared_by_position() {
+        let mut c = NameCache::new();
+        let a = c.get(0, "Tcp", ".", "InSegs");
+        let b = c.get(0, "Tcp", ".", "InSegs");
+        assert!(Arc::ptr_eq(a.as_arc(), b.as_arc()));
+        assert_eq!(a, "Tcp.InSegs");
+        let d = c.get(0, "Tcp.", "", "InSegs");
+        assert!(Arc::ptr_eq(a.as_arc(), d.as_arc()), "same text, other split");
+        assert_eq!(c.get(0, "Tcp", ".", "OutSegs"), "Tcp.OutSegs", "changed: replaced");
+        assert_eq!(c.get(3, "x", "", ""), "x");
+        assert_eq!(c.get(2, "y", "", ""), "y");
+        let n: Name = "q".into();
+        assert_eq!(serde_json::to_string(&n).unwrap(), "\"q\"");
+        assert_eq!(format!("{n} {n:?}"), "q \"q\"");
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::file::KeptFile;
-use crate::sample::{Emit, Kind, Sample, SourceId};
+use crate::sample::{Emit, Kind, Name, Sample, SourceId};
 use crate::{Source, TelemetryError};
 
 /// The sections kept by default: what SYN floods and their defences move.
@@ -40,22 +40,56 @@ fn is_gauge(section: &str, name: &str) -> bool {
     )
 }
 
+/// The counter names of one header line (`Sect: Name1 Name2 ...`), built once and reused for as long as
+/// the kernel prints the same header: a round then costs one comparison per line, not one per counter.
+#[derive(Debug, Default)]
+pub(crate) struct HeaderNames {
+    header: String,
+    names: Vec<(Name, Kind)>,
+}
+
 /// Samples `Section.Name` for the counters of the given sections (negative values, e.g. Tcp.MaxConn = -1,
-/// are left out).
-pub(crate) fn emit_snmp(text: &str, sections: &[&str], emit: &mut Emit<'_>) -> usize {
+/// are left out). `cache` holds the names of the wanted header lines of this text, in order.
+pub(crate) fn emit_snmp(text: &str, sections: &[&str], cache: &mut Vec<HeaderNames>, emit: &mut Emit<'_>) -> usize {
     let mut n = 0;
-    for_each_counter(text, |sect, name, v| {
-        if v < 0 || !sections.contains(&sect) {
-            return;
+    let mut k = 0;
+    let mut lines = text.lines().peekable();
+    while let Some(header) = lines.next() {
+        let Some((sect, names)) = header.split_once(':') else { continue };
+        let Some(values_line) = lines.peek() else { break };
+        let Some((vsect, values)) = values_line.split_once(':') else { continue };
+        if vsect != sect {
+            continue;
         }
-        let kind = if is_gauge(sect, name) { Kind::Gauge } else { Kind::Counter };
-        let mut counter = String::with_capacity(sect.len() + 1 + name.len());
-        counter.push_str(sect);
-        counter.push('.');
-        counter.push_str(name);
-        emit.push(counter, v as u64, kind);
-        n += 1;
-    });
+        lines.next();
+        if !sections.contains(&sect) {
+            continue;
+        }
+        if cache.len() <= k {
+            cache.push(HeaderNames::default());
+        }
+        let entry = &mut cache[k];
+        k += 1;
+        if entry.header != header {
+            entry.header.clear();
+            entry.header.push_str(header);
+            entry.names = names
+                .split_ascii_whitespace()
+                .map(|name| {
+                    let kind = if is_gauge(sect, name) { Kind::Gauge } else { Kind::Counter };
+                    (Name::from(format!("{sect}.{name}")), kind)
+                })
+                .collect();
+        }
+        for ((name, kind), value) in entry.names.iter().zip(values.split_ascii_whitespace()) {
+            if let Ok(v) = value.parse::<i64>()
+                && v >= 0
+            {
+                emit.push_name(name.clone(), v as u64, *kind);
+                n += 1;
+            }
+        }
+    }
     n
 }
 
@@ -65,6 +99,8 @@ pub struct NetSnmp {
     files: [KeptFile; 2],
     sections: Vec<&'static str>,
     buf: String,
+    /// Per file, the names of its wanted header lines.
+    names: [Vec<HeaderNames>; 2],
 }
 
 impl NetSnmp {
@@ -84,6 +120,7 @@ impl NetSnmp {
             files: [KeptFile::new(snmp), KeptFile::new(netstat)],
             sections: DEFAULT_SECTIONS.to_vec(),
             buf: String::with_capacity(8192),
+            names: Default::default(),
         }
     }
 
@@ -104,10 +141,10 @@ impl Source for NetSnmp {
     }
 
     fn sample(&mut self, time_ns: i64, out: &mut Vec<Sample>) -> Result<(), TelemetryError> {
-        let mut emit = Emit { out, guest: &self.guest, source: SourceId::Snmp, time_ns };
-        for file in &mut self.files {
+        let mut emit = Emit::new(out, &self.guest, SourceId::Snmp, time_ns);
+        for (file, names) in self.files.iter_mut().zip(&mut self.names) {
             file.read(&mut self.buf)?;
-            if emit_snmp(&self.buf, &self.sections, &mut emit) == 0 {
+            if emit_snmp(&self.buf, &self.sections, names, &mut emit) == 0 {
                 return Err(TelemetryError::parse(
                     file.path().display().to_string(),
                     "no counter of the wanted sections",
@@ -149,7 +186,12 @@ MPTcpExt: 0 0
     fn samples(text: &str, sections: &[&str]) -> Vec<Sample> {
         let guest: Arc<str> = "ct".into();
         let mut out = Vec::new();
-        emit_snmp(text, sections, &mut Emit { out: &mut out, guest: &guest, source: SourceId::Snmp, time_ns: 0 });
+        let mut cache = Vec::new();
+        emit_snmp(text, sections, &mut cache, &mut Emit::new(&mut out, &guest, SourceId::Snmp, 0));
+        // A second pass through the filled cache gives the same samples.
+        let mut again = Vec::new();
+        emit_snmp(text, sections, &mut cache, &mut Emit::new(&mut again, &guest, SourceId::Snmp, 0));
+        assert_eq!(out, again);
         out
     }
 

@@ -120,7 +120,7 @@ impl crate::Source for XenPerf {
     fn sample(&mut self, time_ns: i64, out: &mut Vec<crate::Sample>) -> Result<(), TelemetryError> {
         let text = self.cmd.stdout()?;
         let counters = parse_xenperf(&text)?;
-        emit_xenperf(&counters, &mut Emit { out, guest: &self.guest, source: crate::SourceId::Xenperf, time_ns });
+        emit_xenperf(&counters, &mut Emit::new(out, &self.guest, crate::SourceId::Xenperf, time_ns));
         Ok(())
     }
 }
@@ -187,7 +187,7 @@ mod tests {
         assert_eq!(p[2].name, "calls to multicall");
         let guest: std::sync::Arc<str> = "xen".into();
         let mut out = Vec::new();
-        emit_xenperf(&f, &mut Emit { out: &mut out, guest: &guest, source: crate::SourceId::Xenperf, time_ns: 0 });
+        emit_xenperf(&f, &mut Emit::new(&mut out, &guest, crate::SourceId::Xenperf, 0));
         let get = |n: &str| out.iter().find(|s| s.counter == n).map(|s| s.value);
         assert_eq!(get("hypercalls.event_channel_op"), Some(20000));
         assert_eq!(get("hypercalls.vcpu_op"), Some(40000));

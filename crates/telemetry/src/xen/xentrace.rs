@@ -305,7 +305,7 @@ impl crate::Source for XentraceFile {
         for (dom, counts) in self.attribution.counts() {
             let Domain::Id(id) = dom else { continue };
             let Some(guest) = self.guests.get(id) else { continue };
-            let mut emit = crate::sample::Emit { out, guest, source: crate::SourceId::Xentrace, time_ns };
+            let mut emit = crate::sample::Emit::new(out, guest, crate::SourceId::Xentrace, time_ns);
             for (key, &n) in counts {
                 let prefix = if key.subcall { "multicall" } else { "hypercalls" };
                 let name = match hypercall_name(key.op) {

@@ -1,0 +1,476 @@
+//! The latest readings as OpenMetrics, for Prometheus to scrape.
+//!
+//! Metric families:
+//!
+//! | family                                    | type      | labels                          |
+//! |-------------------------------------------|-----------|---------------------------------|
+//! | `vmguard_counter_total`                   | counter   | guest, kind, source, counter    |
+//! | `vmguard_gauge`                           | gauge     | guest, kind, source, counter    |
+//! | `vmguard_collector_rounds_total`          | counter   |                                 |
+//! | `vmguard_collector_samples_total`         | counter   |                                 |
+//! | `vmguard_collector_round_duration_seconds`| histogram |                                 |
+//! | `vmguard_collector_source_failures_total` | counter   | guest, source                   |
+//! | `vmguard_collector_guests`                | gauge     |                                 |
+//! | `vmguard_collector_sources`               | gauge     |                                 |
+//!
+//! One family per kind of value, with the counter's name as a label, rather than one family per
+//! counter: the set of counters differs per source and per host (KVM statistics, kernel SNMP fields,
+//! thread names), and a label keeps every one of them queryable with the same PromQL
+//! (`rate(vmguard_counter_total{guest="vm",counter="vcpu.exits"}[1m])`).
+//!
+//! `vmguard_counter_total` is the sum of the per-interval deltas ([`crate::DeltaTracker`]) on top of the
+//! first reading, not the raw value: it never goes down, so a 32-bit wraparound (Xen) or a counter reset
+//! (a guest restarted) does not look like a reset to Prometheus and no increment is lost. A guest that
+//! goes away takes its series with it.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector as PromCollector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::collect::SourceFailure;
+use crate::sample::{Kind, Name, Sample, SourceId};
+use crate::{Delta, GuestKind};
+
+/// Why metrics cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The listen address could not be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source} (is another process using the port? choose another with --listen)")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// The OpenMetrics content type served.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    /// Monotonic total (first reading + every delta since).
+    Counter(u64),
+    Gauge(u64),
+}
+
+#[derive(Debug)]
+struct GuestSeries {
+    kind: &'static str,
+    values: BTreeMap<(SourceId, Name), Value>,
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    guests: BTreeMap<Arc<str>, GuestSeries>,
+}
+
+/// The per-guest families, encoded from the latest readings at every scrape.
+#[derive(Debug, Clone, Default)]
+struct SeriesCollector(Arc<Mutex<Series>>);
+
+/// A label value with OpenMetrics escaping (`\`, `"` and newlines), which the encoder leaves to us.
+struct Escaped<'a>(&'a str);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        let s = self.0;
+        if !s.contains(['\\', '"', '\n']) {
+            return encoder.write_str(s);
+        }
+        for c in s.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PromCollector for SeriesCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let series = lock(&self.0);
+        for (family, help, want_counter) in [
+            (
+                "vmguard_counter",
+                "Cumulative per-guest counters (monotonic: resets and 32-bit wraparound are folded in).",
+                true,
+            ),
+            ("vmguard_gauge", "Per-guest levels (thread counts, established connections, flags).", false),
+        ] {
+            let metric_type = if want_counter { MetricType::Counter } else { MetricType::Gauge };
+            let mut metric = encoder.encode_descriptor(family, help, None, metric_type)?;
+            for (guest, g) in &series.guests {
+                for ((source, counter), value) in &g.values {
+                    let labels = [
+                        ("guest", Escaped(guest)),
+                        ("kind", Escaped(g.kind)),
+                        ("source", Escaped(source.as_str())),
+                        ("counter", Escaped(counter)),
+                    ];
+                    match (value, want_counter) {
+                        (Value::Counter(v), true) => {
+                            metric
+                                .encode_family(&labels)?
+                                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None)?
+                        }
+                        (Value::Gauge(v), false) => metric.encode_family(&labels)?.encode_gauge(v)?,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The collector's own health.
+#[derive(Debug, Clone)]
+struct SelfMetrics {
+    rounds: Counter,
+    samples: Counter,
+    round_duration: Histogram,
+    failures: Family<Vec<(String, String)>, Counter>,
+    guests: Gauge,
+    sources: Gauge,
+}
+
+/// The latest readings of every guest and the collector's own metrics, encoded as OpenMetrics on
+/// demand. Cheap to clone (shared): the collection loop updates it, the HTTP server encodes it.
+#[derive(Clone)]
+pub struct Exporter {
+    series: SeriesCollector,
+    metrics: SelfMetrics,
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter").finish_non_exhaustive()
+    }
+}
+
+impl Default for Exporter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Exporter {
+    pub fn new() -> Self {
+        let metrics = SelfMetrics {
+            rounds: Counter::default(),
+            samples: Counter::default(),
+            round_duration: Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            failures: Family::default(),
+            guests: Gauge::default(),
+            sources: Gauge::default(),
+        };
+        let series = SeriesCollector::default();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(series.clone()));
+        registry.register("vmguard_collector_rounds", "Sampling rounds done.", metrics.rounds.clone());
+        registry.register(
+            "vmguard_collector_samples",
+            "Samples read, all guests and sources.",
+            metrics.samples.clone(),
+        );
+        registry.register(
+            "vmguard_collector_round_duration_seconds",
+            "Time one sampling round of every source took.",
+            metrics.round_duration.clone(),
+        );
+        registry.register(
+            "vmguard_collector_source_failures",
+            "Rounds in which a guest's source failed (a missing source counts every round).",
+            metrics.failures.clone(),
+        );
+        registry.register("vmguard_collector_guests", "Guests watched.", metrics.guests.clone());
+        registry.register("vmguard_collector_sources", "Sources read, all guests.", metrics.sources.clone());
+        Exporter { series, metrics, registry: Arc::new(registry) }
+    }
+
+    /// Start (or keep) exporting a guest, labelled with its kind.
+    pub fn add_guest(&self, name: &str, kind: GuestKind) {
+        let mut s = lock(&self.series.0);
+        let kind = guest_kind_label(kind);
+        s.guests.entry(name.into()).or_insert_with(|| GuestSeries { kind, values: BTreeMap::new() }).kind = kind;
+    }
+
+    /// Drop a guest and its series.
+    pub fn remove_guest(&self, name: &str) {
+        lock(&self.series.0).guests.remove(name);
+    }
+
+    /// Take one round's samples; `deltas[i]` is what [`crate::DeltaTracker`] made of `samples[i]`.
+    /// Samples of guests not added are ignored.
+    pub fn update(&self, samples: &[Sample], deltas: &[Option<Delta>]) {
+        let mut s = lock(&self.series.0);
+        for (i, sample) in samples.iter().enumerate() {
+            let Some(g) = s.guests.get_mut(&*sample.guest) else { continue };
+            let key = (sample.source, sample.counter.clone());
+            match sample.kind {
+                Kind::Gauge => {
+                    g.values.insert(key, Value::Gauge(sample.value));
+                }
+                Kind::Counter | Kind::Counter32 => {
+                    let d = deltas.get(i).copied().flatten();
+                    match g.values.get_mut(&key) {
+                        Some(Value::Counter(total)) => {
+                            if let Some(d) = d {
+                                *total = total.saturating_add(d.delta);
+                            }
+                        }
+                        _ => {
+                            g.values.insert(key, Value::Counter(sample.value));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Account one round: its duration, sample count, failing sources, and the guests and sources
+    /// watched.
+    pub fn record_round(
+        &self,
+        duration: Duration,
+        samples: usize,
+        failures: &[SourceFailure],
+        guests: usize,
+        sources: usize,
+    ) {
+        self.metrics.rounds.inc();
+        self.metrics.samples.inc_by(samples as u64);
+        self.metrics.round_duration.observe(duration.as_secs_f64());
+        for f in failures {
+            self.metrics
+                .failures
+                .get_or_create(&vec![("guest".into(), f.guest.clone()), ("source".into(), f.source.as_str().into())])
+                .inc();
+        }
+        self.metrics.guests.set(guests as i64);
+        self.metrics.sources.set(sources as i64);
+    }
+
+    /// Everything, as an OpenMetrics text exposition (ends with `# EOF`).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn guest_kind_label(kind: GuestKind) -> &'static str {
+    match kind {
+        GuestKind::Vanilla => "vanilla",
+        GuestKind::Container => "container",
+        GuestKind::Qemu => "qemu",
+        GuestKind::Xen => "xen",
+    }
+}
+
+/// A minimal HTTP/1.1 server for `GET /metrics` on its own thread (one connection at a time, closed
+/// after each response: what a Prometheus scrape needs). Stops when dropped.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Listen on `addr` (port 0: any free port, see [`MetricsServer::local_addr`]).
+    pub fn bind(addr: SocketAddr, exporter: Exporter) -> Result<Self, ExportError> {
+        let listener = TcpListener::bind(addr).map_err(|source| ExportError::Listen { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| ExportError::Listen { addr, source })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("metrics-http".into())
+                .spawn(move || {
+                    for conn in listener.incoming() {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        match conn {
+                            Ok(stream) => {
+                                if let Err(e) = serve(stream, &exporter) {
+                                    tracing::debug!("metrics: a request failed: {e}");
+                                }
+                            }
+                            Err(e) => tracing::debug!("metrics: accept failed: {e}"),
+                        }
+                    }
+                })
+                .map_err(|source| ExportError::Listen { addr, source })?
+        };
+        Ok(MetricsServer { addr, stop, thread: Some(thread) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept() with a connection of our own.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(stream: TcpStream, exporter: &Exporter) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    if reader.by_ref().take(8192).read_line(&mut request_line)? == 0 {
+        return Ok(());
+    }
+    // Skip the headers (bounded).
+    let mut line = String::new();
+    for _ in 0..100 {
+        line.clear();
+        if reader.by_ref().take(8192).read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let mut parts = request_line.split_ascii_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => ("200 OK", CONTENT_TYPE, exporter.encode()),
+        ("GET" | "HEAD", "/") => {
+            ("200 OK", "text/plain; charset=utf-8", "vmguard collector: metrics at /metrics\n".to_string())
+        }
+        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found: try /metrics\n".to_string()),
+        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_string()),
+    };
+    let mut out = stream;
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    if method != "HEAD" {
+        out.write_all(body.as_bytes())?;
+    }
+    out.flush()
+}
+
+/// Fetch `path` from a metrics server (tests and `--check` style tooling): the body of a 200 response.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {CONTENT_TYPE}\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("GET {path}: {}", head.lines().next().unwrap_or(""))));
+    }
+    Ok(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TelemetryError;
+
+    fn s(guest: &str, source: SourceId, counter: &str, value: u64, kind: Kind) -> Sample {
+        Sample { time_ns: 0, guest: guest.into(), source, counter: counter.into(), value, kind }
+    }
+
+    #[test]
+    fn counters_stay_monotonic_and_gauges_follow() {
+        let e = Exporter::new();
+        e.add_guest("vm", GuestKind::Qemu);
+        let d = |x: u64| Some(Delta { time_ns: 0, interval_ns: 1, delta: x });
+        e.update(
+            &[
+                s("vm", SourceId::Kvm, "vcpu.exits", 100, Kind::Counter),
+                s("vm", SourceId::Process, "threads", 5, Kind::Gauge),
+                s("other", SourceId::Kvm, "vcpu.exits", 7, Kind::Counter),
+            ],
+            &[None, None, None],
+        );
+        // A 32-bit wrap reported as a delta of 20: the exported total goes on growing.
+        e.update(
+            &[
+                s("vm", SourceId::Kvm, "vcpu.exits", 3, Kind::Counter),
+                s("vm", SourceId::Process, "threads", 4, Kind::Gauge),
+            ],
+            &[d(20), None],
+        );
+        e.record_round(
+            Duration::from_millis(2),
+            5,
+            &[SourceFailure {
+                guest: "vm".into(),
+                source: SourceId::Tracepoint,
+                error: TelemetryError::parse("x", "y"),
+            }],
+            1,
+            3,
+        );
+        let text = e.encode();
+        assert!(
+            text.contains(r#"vmguard_counter_total{guest="vm",kind="qemu",source="kvm",counter="vcpu.exits"} 120"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"vmguard_gauge{guest="vm",kind="qemu",source="process",counter="threads"} 4"#));
+        assert!(!text.contains("other"), "guests not added are not exported");
+        assert!(text.contains(r#"vmguard_collector_source_failures_total{guest="vm",source="tracepoint"} 1"#));
+        assert!(text.contains("vmguard_collector_rounds_total 1"));
+        assert!(text.contains("vmguard_collector_round_duration_seconds_count 1"));
+        assert!(text.trim_end().ends_with("# EOF"));
+        e.remove_guest("vm");
+        assert!(!e.encode().contains("vcpu.exits"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let e = Exporter::new();
+        e.add_guest("g", GuestKind::Vanilla);
+        e.update(&[s("g", SourceId::Process, "thread.a\"b\\c\nd.cpu_ns", 1, Kind::Counter)], &[None]);
+        assert!(e.encode().contains(r#"counter="thread.a\"b\\c\nd.cpu_ns"} 1"#), "{}", e.encode());
+    }
+
+    #[test]
+    fn serves_metrics_over_http() {
+        let e = Exporter::new();
+        e.add_guest("vm", GuestKind::Qemu);
+        e.update(&[s("vm", SourceId::Netdev, "rx_packets", 42, Kind::Counter)], &[None]);
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), e.clone()).unwrap();
+        let body = http_get(server.local_addr(), "/metrics").unwrap();
+        assert!(body.contains(r#"counter="rx_packets"} 42"#), "{body}");
+        assert!(http_get(server.local_addr(), "/nope").unwrap_err().to_string().contains("404"));
+        // The port is taken while the server runs: binding it again is a clear error.
+        let err = MetricsServer::bind(server.local_addr(), e.clone()).err().expect("port in use");
+        assert!(err.to_string().contains("cannot listen on"), "{err}");
+        let addr = server.local_addr();
+        drop(server);
+        assert!(http_get(addr, "/metrics").is_err(), "stopped");
+    }
+}
