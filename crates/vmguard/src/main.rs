@@ -6,8 +6,10 @@
 mod cmd;
 mod config;
 mod dataset;
+mod guests;
 mod output;
 mod progress;
+mod signals;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +34,16 @@ pub enum Command {
     /// Build, inspect and tear down the lab of namespaces and victims.
     #[command(subcommand)]
     Lab(cmd::lab::LabCommand),
+    /// The main job end to end on embedded defaults (what `make demo` runs).
+    Demo,
+    /// Flood a lab victim (SYN, SYN to a closed port, ACK, UDP), bounded in time and count.
+    Flood(cmd::flood::FloodArgs),
+    /// Internal: the part of a flood that runs inside a victim (started by `vmguard flood --from`).
+    #[command(hide = true)]
+    FloodAgent {
+        #[arg(long)]
+        request: String,
+    },
     /// The seed's clustering (fit, eval) and vmguard's detector (train, eval --model).
     #[command(subcommand)]
     Detect(cmd::detect::DetectCommand),
@@ -46,6 +58,9 @@ fn main() -> std::process::ExitCode {
     init_tracing(cli.verbose);
     let result = match &cli.command {
         Command::Lab(c) => cmd::lab::run(&cli, c),
+        Command::Demo => cmd::demo::run(&cli),
+        Command::Flood(a) => cmd::flood::run(&cli, a),
+        Command::FloodAgent { request } => cmd::flood::agent(request),
         Command::Detect(c) => cmd::detect::run(&cli, c),
         Command::Record(a) => cmd::record::run(&cli, a),
         Command::Agent(a) => cmd::agent::run(&cli, a),

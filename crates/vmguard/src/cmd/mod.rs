@@ -1,7 +1,9 @@
 //! One module per command group.
 
 pub mod agent;
+pub mod demo;
 pub mod detect;
+pub mod flood;
 pub mod lab;
 pub mod record;
 pub mod train;
