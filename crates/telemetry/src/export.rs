@@ -184,24 +184,20 @@ impl Exporter {
         let series = SeriesCollector::default();
         let mut registry = Registry::default();
         registry.register_collector(Box::new(series.clone()));
-        registry.register("vmguard_collector_rounds", "Sampling rounds done.", metrics.rounds.clone());
-        registry.register(
-            "vmguard_collector_samples",
-            "Samples read, all guests and sources.",
-            metrics.samples.clone(),
-        );
+        registry.register("vmguard_collector_rounds", "Sampling rounds done", metrics.rounds.clone());
+        registry.register("vmguard_collector_samples", "Samples read, all guests and sources", metrics.samples.clone());
         registry.register(
             "vmguard_collector_round_duration_seconds",
-            "Time one sampling round of every source took.",
+            "Time one sampling round of every source took",
             metrics.round_duration.clone(),
         );
         registry.register(
             "vmguard_collector_source_failures",
-            "Rounds in which a guest's source failed (a missing source counts every round).",
+            "Rounds in which a guest's source failed (a missing source counts every round)",
             metrics.failures.clone(),
         );
-        registry.register("vmguard_collector_guests", "Guests watched.", metrics.guests.clone());
-        registry.register("vmguard_collector_sources", "Sources read, all guests.", metrics.sources.clone());
+        registry.register("vmguard_collector_guests", "Guests watched", metrics.guests.clone());
+        registry.register("vmguard_collector_sources", "Sources read, all guests", metrics.sources.clone());
         Exporter { series, metrics, registry: Arc::new(registry) }
     }
 

@@ -63,6 +63,8 @@ pub struct RoundReport<'a> {
     pub new_guests: &'a [GuestInfo],
     /// How long reading the sources took.
     pub duration: Duration,
+    /// Guests watched this round.
+    pub guests: usize,
 }
 
 /// Counts since the pipeline was made.
@@ -242,6 +244,7 @@ impl Pipeline {
             failures: &self.failures,
             new_guests: &self.new_guests,
             duration,
+            guests: self.guests.len(),
         }
     }
 
@@ -306,20 +309,21 @@ where
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        if let Some(d) = opts.duration
-            && next.duration_since(start) >= d
-        {
-            break;
-        }
-        // Wait for the tick in short slices, so a stop request is seen quickly.
+        // The next tick, or the end of the run if that comes first.
+        let end = opts.duration.map(|d| start + d);
+        let (wake, last) = match end {
+            Some(end) if end <= next => (end, true),
+            _ => (next, false),
+        };
+        // Wait in short slices, so a stop request is seen quickly.
         loop {
             let now = Instant::now();
-            if now >= next || stop.load(Ordering::SeqCst) {
+            if now >= wake || stop.load(Ordering::SeqCst) {
                 break;
             }
-            std::thread::sleep((next - now).min(Duration::from_millis(100)));
+            std::thread::sleep((wake - now).min(Duration::from_millis(100)));
         }
-        if stop.load(Ordering::SeqCst) {
+        if last || stop.load(Ordering::SeqCst) {
             break;
         }
         if last_refresh.is_none_or(|t| t.elapsed() >= opts.refresh) {

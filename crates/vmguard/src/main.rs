@@ -34,6 +34,8 @@ pub enum Command {
     /// Build, inspect and tear down the lab of namespaces and victims.
     #[command(subcommand)]
     Lab(cmd::lab::LabCommand),
+    /// Sample every guest's counters each interval into the store, and serve them as OpenMetrics.
+    Collect(cmd::collect::CollectArgs),
     /// The main job end to end on embedded defaults (what `make demo` runs).
     Demo,
     /// Flood a lab victim (SYN, SYN to a closed port, ACK, UDP), bounded in time and count.
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
     init_tracing(cli.verbose);
     let result = match &cli.command {
         Command::Lab(c) => cmd::lab::run(&cli, c),
+        Command::Collect(a) => cmd::collect::run(&cli, a),
         Command::Demo => cmd::demo::run(&cli),
         Command::Flood(a) => cmd::flood::run(&cli, a),
         Command::FloodAgent { request } => cmd::flood::agent(request),

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod agent;
+pub mod collect;
 pub mod demo;
 pub mod detect;
 pub mod flood;
