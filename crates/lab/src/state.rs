@@ -46,6 +46,29 @@ pub struct VictimState {
     pub start_secs: f64,
 }
 
+impl VictimState {
+    /// A victim whose traffic enters through `host`'s own interface (vanilla, container); the
+    /// caller sets what else it has (container id, cgroup, sockets).
+    pub fn new(kind: VictimKind, host: &crate::spec::Host, pids: Vec<u32>, log: PathBuf) -> VictimState {
+        VictimState {
+            name: kind.to_string(),
+            kind,
+            ns: host.ns.clone(),
+            address: host.address,
+            pids,
+            accelerator: None,
+            host_iface: host.ifname.clone(),
+            host_iface_ns: host.ns.clone(),
+            qmp_socket: None,
+            control_socket: None,
+            container_id: None,
+            cgroup: None,
+            log,
+            start_secs: 0.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabState {
     pub spec: LabSpec,

@@ -69,20 +69,9 @@ pub fn start(state: &LabState, host: &Host, tool: Option<&Path>) -> Result<Victi
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| LabError::State(format!("runc started {id} but wrote no PID to {}", pid_file.display())))?;
     Ok(VictimState {
-        name: VictimKind::Container.to_string(),
-        kind: VictimKind::Container,
-        ns: host.ns.clone(),
-        address: host.address,
-        pids: vec![pid],
-        accelerator: None,
-        host_iface: host.ifname.clone(),
-        host_iface_ns: host.ns.clone(),
-        qmp_socket: None,
-        control_socket: None,
         container_id: Some(id),
         cgroup: Some(cgroup),
-        log,
-        start_secs: 0.0,
+        ..VictimState::new(VictimKind::Container, host, vec![pid], log)
     })
 }
 

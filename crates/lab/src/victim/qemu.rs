@@ -199,20 +199,11 @@ pub fn start(state: &LabState, host: &Host, image: &GuestImage, accel: &ProbeRes
         .netns(&host.ns)
         .spawn_detached(&log)?;
     Ok(VictimState {
-        name: VictimKind::Qemu.to_string(),
-        kind: VictimKind::Qemu,
-        ns: host.ns.clone(),
-        address: host.address,
-        pids: vec![pid],
         accelerator: Some(accel.accel.as_str().into()),
         host_iface: tap,
-        host_iface_ns: host.ns.clone(),
         qmp_socket: Some(qmp),
         control_socket: Some(ctl),
-        container_id: None,
-        cgroup: None,
-        log: console,
-        start_secs: 0.0,
+        ..VictimState::new(VictimKind::Qemu, host, vec![pid], console)
     })
 }
 

@@ -16,20 +16,5 @@ pub fn start(state: &LabState, host: &Host) -> Result<VictimState, LabError> {
         .arg(&www)
         .netns(&host.ns)
         .spawn_detached(&log)?;
-    Ok(VictimState {
-        name: VictimKind::Vanilla.to_string(),
-        kind: VictimKind::Vanilla,
-        ns: host.ns.clone(),
-        address: host.address,
-        pids: vec![pid],
-        accelerator: None,
-        host_iface: host.ifname.clone(),
-        host_iface_ns: host.ns.clone(),
-        qmp_socket: None,
-        control_socket: None,
-        container_id: None,
-        cgroup: None,
-        log,
-        start_secs: 0.0,
-    })
+    Ok(VictimState::new(VictimKind::Vanilla, host, vec![pid], log))
 }
