@@ -173,7 +173,9 @@ impl<'a> VictimCtx<'a> {
 
     /// Run a shell script inside the victim; a non-zero exit is an error quoting the output.
     fn sh(&self, script: &str, timeout: Duration) -> Result<String, String> {
-        let argv = ["sh".to_string(), "-c".to_string(), script.to_string()];
+        // The guest runs commands with its command channel open as fd 3: a daemon started from here
+        // would inherit it and keep the channel from reopening. Close it first (harmless elsewhere).
+        let argv = ["sh".to_string(), "-c".to_string(), format!("exec 3>&-; {script}")];
         match lab::victim::run_in(self.state, &self.victim.name, &argv, timeout) {
             Ok(out) if out.status == 0 => Ok(out.output),
             Ok(out) => {
@@ -230,12 +232,21 @@ impl<'a> VictimCtx<'a> {
             _ => self.opts.victim_tool.clone(),
         };
         let q = lab::victim::shell_quote;
-        self.sh(&format!("test -x {}", q(&tool)), Duration::from_secs(30)).map_err(|_| {
-            format!(
-                "{} has no vmguard binary at {tool}: bring the lab up with `vmguard lab up` (it places the binary in the victims)",
-                self.victim.name
-            )
-        })?;
+        match lab::victim::run_in(
+            self.state,
+            &self.victim.name,
+            &["test".into(), "-x".into(), tool.clone()],
+            Duration::from_secs(30),
+        ) {
+            Ok(out) if out.status == 0 => {}
+            Ok(_) => {
+                return Err(format!(
+                    "{} has no vmguard binary at {tool}: bring the lab up with `vmguard lab up` (it places the binary in the victims)",
+                    self.victim.name
+                ));
+            }
+            Err(e) => return Err(format!("checking for {tool} in {}: {e}", self.victim.name)),
+        }
         let sub: Vec<String> = self.opts.webapp_subcommand.iter().map(|s| q(s)).collect();
         let script = format!(
             "{} {} --db {dir}/webapp.db --listen 0.0.0.0:{WEB_PORT} > {dir}/webapp.log 2>&1 & echo $!",

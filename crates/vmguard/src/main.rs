@@ -53,6 +53,16 @@ pub enum Command {
     Record(cmd::record::RecordArgs),
     /// Score every guest every second and raise alerts (log, JSON lines, OpenMetrics, webhook).
     Agent(cmd::agent::AgentArgs),
+    /// Run the benchmark matrix (victim x benchmark x idle/attack) on the lab and store the results.
+    Bench(cmd::bench::BenchArgs),
+    /// Write the HTML report of a benchmark run.
+    Report(cmd::report::ReportArgs),
+    /// Internal: the benchmark web application (started inside victims by `vmguard bench`).
+    #[command(hide = true)]
+    Webapp {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +77,9 @@ fn main() -> std::process::ExitCode {
         Command::Detect(c) => cmd::detect::run(&cli, c),
         Command::Record(a) => cmd::record::run(&cli, a),
         Command::Agent(a) => cmd::agent::run(&cli, a),
+        Command::Bench(a) => cmd::bench::run(&cli, a),
+        Command::Report(a) => cmd::report::run(&cli, a),
+        Command::Webapp { args } => webapp::server::run(args.clone()).map_err(anyhow::Error::msg),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,10 +1,12 @@
 //! One module per command group.
 
 pub mod agent;
+pub mod bench;
 pub mod collect;
 pub mod demo;
 pub mod detect;
 pub mod flood;
 pub mod lab;
 pub mod record;
+pub mod report;
 pub mod train;
