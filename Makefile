@@ -7,7 +7,7 @@ VMGUARD := target/release/vmguard
 
 # Debian packages the lab, the floods, the benchmarks and the tests use.
 DEB_PACKAGES := iproute2 nftables qemu-system-x86 qemu-utils busybox-static runc e2fsprogs kmod binutils \
-	iperf3 hping3 netsniff-ng sysbench fio wrk curl linux-perf sqlite3 python3 prometheus
+	iperf3 hping3 netsniff-ng sysbench fio wrk curl linux-perf sqlite3 python3 prometheus chromium
 
 .PHONY: all deps build demo test lint clean-lab
 

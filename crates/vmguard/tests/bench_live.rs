@@ -1,0 +1,144 @@
+//! Live test of `vmguard bench --quick` and `vmguard report` on a real lab (own prefix `vmgb`): every
+//! victim kind x benchmark x {idle, attack} yields a stored cell, and the HTML report renders its SVG
+//! plots in headless Chromium.
+//!
+//! Needs root. Outside CI it skips with a loud reason; with CI=true a missing prerequisite fails.
+//! Cost: lab up (~10 s), the quick matrix (36 cells, ~2-3 min), Chromium (~5 s).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use exec::Cmd;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vmguard");
+const PREFIX: &str = "vmgb";
+
+fn prerequisites() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let missing: Vec<&str> =
+        ["ip", "tc", "nft", "runc", "qemu-system-x86_64", "sysbench", "iperf3", "wrk", "curl", "chromium"]
+            .into_iter()
+            .filter(|p| exec::which(p).is_none())
+            .collect();
+    let reason = if !root {
+        "needs root (a lab of namespaces, taps, cgroups, and a SYN flood)".to_string()
+    } else if !missing.is_empty() {
+        format!("missing tools: {} (run `make deps`)", missing.join(", "))
+    } else {
+        return true;
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("bench_live cannot run under CI: {reason}");
+    }
+    eprintln!("\n!!! SKIPPED bench_live test: {reason} !!!\n");
+    false
+}
+
+/// A lab with this file's prefix in a temp dir; `lab down` and the dir removed on drop, also on failure.
+struct TestLab {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl TestLab {
+    fn up() -> TestLab {
+        let dir = std::env::temp_dir().join(format!("vmguard-test-{PREFIX}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("vmguard.toml");
+        std::fs::write(
+            &config,
+            format!("[lab]\nprefix = \"{PREFIX}\"\n\n[lab.qemu]\nguest_programs = [\"sysbench\", \"iperf3\"]\n"),
+        )
+        .unwrap();
+        let lab = TestLab { dir, config };
+        lab.vmguard(&["lab", "down"]).run().expect("lab down before the test");
+        lab.vmguard(&["lab", "up"]).timeout(Duration::from_secs(600)).run().unwrap_or_else(|e| panic!("lab up: {e}"));
+        lab
+    }
+
+    fn vmguard(&self, args: &[&str]) -> Cmd {
+        Cmd::new(BIN).arg("--config").arg(&self.config).args(args).cwd(&self.dir)
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if let Err(e) = self.vmguard(&["lab", "down"]).run() {
+            eprintln!("bench_live: lab down failed: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn quick_matrix_covers_every_cell_and_the_report_renders() {
+    if !prerequisites() {
+        return;
+    }
+    let lab = TestLab::up();
+    let db = lab.dir.join("bench.db");
+    let db_arg = db.to_str().unwrap();
+    let out = lab
+        .vmguard(&["bench", "--quick", "--json", "--db", db_arg])
+        .timeout(Duration::from_secs(900))
+        .run()
+        .unwrap_or_else(|e| panic!("vmguard bench --quick: {e}"));
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("bench --json prints JSON");
+    let records = v["records"].as_array().expect("records");
+    eprintln!("bench --quick: {} cells in {:.0} s", records.len(), v["elapsed_secs"].as_f64().unwrap_or(0.0));
+    let mut failed = Vec::new();
+    for victim in ["vanilla", "container", "qemu"] {
+        for benchmark in ["cpu", "memory", "fileio", "network", "web", "idle-cpu"] {
+            for phase in ["idle", "attack"] {
+                let cell = records
+                    .iter()
+                    .find(|r| {
+                        r["cell"]["victim"] == victim
+                            && r["cell"]["benchmark"] == benchmark
+                            && r["cell"]["phase"] == phase
+                    })
+                    .unwrap_or_else(|| panic!("no cell {victim}/{benchmark}/{phase}"));
+                if cell["ok"] != true {
+                    failed.push(format!("{victim}/{benchmark}/{phase}: {}", cell["error"]));
+                } else {
+                    assert!(cell["value"].as_f64().is_some_and(|x| x >= 0.0), "{cell}");
+                    assert!(cell["host"]["busy_pct"].as_f64().is_some(), "{cell}");
+                }
+                if phase == "attack" && cell["ok"] == true {
+                    assert!(cell["flood"]["sent"].as_u64().unwrap_or(0) > 0, "the attack cell flooded: {cell}");
+                }
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failed cells:\n{}", failed.join("\n"));
+    assert_eq!(v["table1_cpu"].as_array().map(Vec::len), Some(6), "Table 1: 3 victims x 2 phases");
+
+    let html = lab.dir.join("report.html");
+    lab.vmguard(&["report", "--db", db_arg, "--out", html.to_str().unwrap()]).run().expect("vmguard report");
+    let profile = lab.dir.join("chromium-profile");
+    let dom = Cmd::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", html.display()))
+        .timeout(Duration::from_secs(120))
+        .run()
+        .expect("headless chromium renders the report");
+    let dom = dom.stdout;
+    assert!(dom.matches("<svg").count() >= 3, "degradation, CPU and profiling plots in the DOM");
+    assert!(
+        dom.contains("id=\"degradation-0\"")
+            && dom.contains("id=\"cpu-under-attack\"")
+            && dom.contains("id=\"profiling\"")
+    );
+    assert!(dom.matches("class=\"bar\"").count() >= 10, "bars are drawn");
+}
