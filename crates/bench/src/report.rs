@@ -169,6 +169,8 @@ pub fn html(info: &RunInfo, records: &[CellRecord]) -> String {
                 v.push(r.victim.clone());
             }
         }
+        // Matrix order (vanilla, container, qemu), whatever order the store returned.
+        v.sort_by_key(|name| lab::VictimKind::ALL.iter().position(|k| k.as_str() == name));
         v
     };
     let settings: Vec<String> = {

@@ -50,6 +50,10 @@ pub fn run(cli: &Cli, args: &ReportArgs) -> anyhow::Result<()> {
             Err(_) => unreadable += 1,
         }
     }
+    // The store returns cells by name; show them in matrix order.
+    records.sort_by_key(|r| {
+        (r.cell.victim, r.cell.backend, !r.cell.syncookies, r.cell.benchmark, r.cell.rep, r.cell.phase)
+    });
     anyhow::ensure!(!records.is_empty(), "run {run_id} has no readable results ({unreadable} unreadable)");
     let elapsed = records.iter().map(|r| r.elapsed_secs).sum::<f64>();
     let mut facts = vec![
