@@ -62,9 +62,12 @@ fn record(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
         let t = proc.join("task").join((4242 + i).to_string());
         std::fs::create_dir_all(&t).unwrap();
         std::fs::write(t.join("stat"), format!("{} ({name}){rest}", 4242 + i)).unwrap();
-        std::fs::write(t.join("status"), &status).unwrap();
+        let status: String = status
+            .lines()
+            .map(|l| if l.starts_with("Name:") { format!("Name:\t{name}\n") } else { format!("{l}\n") })
+            .collect();
+        std::fs::write(t.join("status"), status).unwrap();
         std::fs::write(t.join("schedstat"), "123456789012 3456789 45678\n").unwrap();
-        std::fs::write(t.join("comm"), format!("{name}\n")).unwrap();
     }
     (snmp, netstat, netdev, cg, proc)
 }
@@ -83,6 +86,7 @@ fn bench(c: &mut Criterion) {
         s.sample(0, &mut out).unwrap();
     }
     eprintln!("one round of one guest: {} samples from {} sources", out.len(), sources.len());
+    assert!(out.iter().any(|s| s.counter == "thread.CPU 0/KVM.cpu_ns"), "recorded thread names");
     // The same on this thread's CPU clock: what the rounds cost in CPU, unaffected by other load on the
     // machine (criterion's wall-clock figures below are not, on a shared machine).
     let n = 20_000;

@@ -69,6 +69,32 @@ pub fn parse_status_ctxt(text: &str) -> (Option<u64>, Option<u64>) {
     (vol, nonvol)
 }
 
+/// The `Name:` of a `/proc/*/status` text (the thread's comm), with the kernel's escapes of `\\` and
+/// newline undone.
+pub fn parse_status_name(text: &str) -> Option<String> {
+    let line = text.lines().find_map(|l| l.strip_prefix("Name:"))?;
+    let raw = line.strip_prefix('\t').unwrap_or(line);
+    if !raw.contains('\\') {
+        return Some(raw.to_string());
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some('n')) => {
+                out.push('\n');
+                chars.next();
+            }
+            ('\\', Some('\\')) => {
+                out.push('\\');
+                chars.next();
+            }
+            (c, _) => out.push(c),
+        }
+    }
+    Some(out)
+}
+
 /// A thread's `/proc/*/task/*/schedstat`: (CPU time ns, run-queue wait ns, timeslices).
 pub fn parse_schedstat(text: &str) -> Option<(u64, u64, u64)> {
     let mut f = text.split_ascii_whitespace();
@@ -170,7 +196,7 @@ impl ProcessCpu {
         Self::from_dir(guest, format!("/proc/{pid}"))
     }
 
-    /// Read another directory of the same layout (`stat`, `task/*/{stat,status,schedstat,comm}`).
+    /// Read another directory of the same layout (`stat`, `task/*/{stat,status,schedstat}`).
     pub fn from_dir(guest: &str, dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         ProcessCpu {
@@ -203,27 +229,23 @@ impl ProcessCpu {
         for tid in tids {
             if !self.threads.iter().any(|t| t.tid == tid) {
                 let d = task_dir.join(tid.to_string());
-                let comm = read_comm(&d);
+                let mut status = KeptFile::new(d.join("status"));
+                // A thread that is already gone is dropped at its first read.
+                let comm = match status.read(&mut self.status) {
+                    Ok(()) => parse_status_name(&self.status).unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
                 self.threads.push(ThreadFiles {
                     tid,
                     comm,
                     schedstat: KeptFile::new(d.join("schedstat")),
                     stat: KeptFile::new(d.join("stat")),
-                    status: KeptFile::new(d.join("status")),
+                    status,
                 });
             }
         }
         Ok(())
     }
-}
-
-/// A thread's name from its `comm` file (else its `stat`); empty if it is gone.
-fn read_comm(dir: &std::path::Path) -> String {
-    if let Ok(c) = std::fs::read_to_string(dir.join("comm")) {
-        return c.trim_end_matches('\n').to_string();
-    }
-    let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-    parse_stat(&stat).map(|s| s.comm.to_string()).unwrap_or_default()
 }
 
 impl Source for ProcessCpu {
@@ -276,15 +298,15 @@ impl Source for ProcessCpu {
                 }
             };
             let mut ctxt = None;
-            if detail {
-                if t.status.read(&mut self.status).is_ok()
-                    && let (Some(v), Some(n)) = parse_status_ctxt(&self.status)
-                {
+            if detail && t.status.read(&mut self.status).is_ok() {
+                if let (Some(v), Some(n)) = parse_status_ctxt(&self.status) {
                     ctxt = Some((v, n));
                 }
-                if self.round > 1 {
-                    // Threads are named after they start: pick up a rename.
-                    t.comm = read_comm(&self.dir.join("task").join(t.tid.to_string()));
+                // Threads are named after they start: pick up a rename.
+                if let Some(name) = parse_status_name(&self.status)
+                    && name != t.comm
+                {
+                    t.comm = name;
                 }
             }
             self.totals.add_thread(&t.comm, cpu_ns, sched, ctxt);
@@ -319,6 +341,10 @@ mod tests {
     fn status_ctxt() {
         let status = "Name:\tqemu\nvoluntary_ctxt_switches:\t150\nnonvoluntary_ctxt_switches:\t7\n";
         assert_eq!(parse_status_ctxt(status), (Some(150), Some(7)));
+        assert_eq!(parse_status_name(status).as_deref(), Some("qemu"));
+        assert_eq!(parse_status_name("Name:\tCPU 0/KVM\n").as_deref(), Some("CPU 0/KVM"));
+        assert_eq!(parse_status_name("Name:\ta\\\\b\\nc\n").as_deref(), Some("a\\b\nc"));
+        assert_eq!(parse_status_name("Umask:\t0022\n"), None);
     }
 
     #[test]
@@ -380,6 +406,7 @@ mod tests {
             let _ = parse_stat(&text);
             let _ = parse_status_ctxt(&text);
             let _ = parse_schedstat(&text);
+            let _ = parse_status_name(&text);
         }
     }
 }

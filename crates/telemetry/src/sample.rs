@@ -226,14 +226,20 @@ impl NameCache {
     /// The shared name `prefix + sep + name` at position `i` (`sep` may be empty).
     pub fn get(&mut self, i: usize, prefix: &str, sep: &str, name: &str) -> Name {
         if let Some(n) = self.names.get(i) {
-            let s = n.as_bytes();
-            let (p, q) = (prefix.len(), prefix.len() + sep.len());
-            if s.len() == q + name.len()
-                && &s[..p] == prefix.as_bytes()
-                && &s[p..q] == sep.as_bytes()
-                && &s[q..] == name.as_bytes()
-            {
-                return n.clone();
+            if prefix.is_empty() && sep.is_empty() {
+                if n.as_str() == name {
+                    return n.clone();
+                }
+            } else {
+                let s = n.as_bytes();
+                let (p, q) = (prefix.len(), prefix.len() + sep.len());
+                if s.len() == q + name.len()
+                    && &s[..p] == prefix.as_bytes()
+                    && &s[p..q] == sep.as_bytes()
+                    && &s[q..] == name.as_bytes()
+                {
+                    return n.clone();
+                }
             }
         }
         let mut text = String::with_capacity(prefix.len() + sep.len() + name.len());

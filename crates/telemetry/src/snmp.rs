@@ -49,7 +49,8 @@ pub(crate) struct HeaderNames {
 }
 
 /// Samples `Section.Name` for the counters of the given sections (negative values, e.g. Tcp.MaxConn = -1,
-/// are left out). `cache` holds the names of the wanted header lines of this text, in order.
+/// are left out). `cache` holds the names of the header lines of this text, in order (none for the
+/// sections not wanted).
 pub(crate) fn emit_snmp(text: &str, sections: &[&str], cache: &mut Vec<HeaderNames>, emit: &mut Emit<'_>) -> usize {
     let mut n = 0;
     let mut k = 0;
@@ -62,9 +63,6 @@ pub(crate) fn emit_snmp(text: &str, sections: &[&str], cache: &mut Vec<HeaderNam
             continue;
         }
         lines.next();
-        if !sections.contains(&sect) {
-            continue;
-        }
         if cache.len() <= k {
             cache.push(HeaderNames::default());
         }
@@ -73,13 +71,18 @@ pub(crate) fn emit_snmp(text: &str, sections: &[&str], cache: &mut Vec<HeaderNam
         if entry.header != header {
             entry.header.clear();
             entry.header.push_str(header);
-            entry.names = names
-                .split_ascii_whitespace()
-                .map(|name| {
-                    let kind = if is_gauge(sect, name) { Kind::Gauge } else { Kind::Counter };
-                    (Name::from(format!("{sect}.{name}")), kind)
-                })
-                .collect();
+            entry.names = if sections.contains(&sect) {
+                names
+                    .split_ascii_whitespace()
+                    .map(|name| {
+                        let kind = if is_gauge(sect, name) { Kind::Gauge } else { Kind::Counter };
+                        (Name::from(format!("{sect}.{name}")), kind)
+                    })
+                    .collect()
+            } else {
+                // A section not wanted: no names, nothing emitted.
+                Vec::new()
+            };
         }
         for ((name, kind), value) in entry.names.iter().zip(values.split_ascii_whitespace()) {
             if let Ok(v) = value.parse::<i64>()
