@@ -149,7 +149,7 @@ fn metrics_with(addr: SocketAddr, want: &str, limit: Duration) -> String {
     }
 }
 
-/// The time of the newest sample of every victim in the store.
+/// The time of the newest sample of every victim in the store, and how many rounds it has.
 fn newest_samples(db: &str) -> Vec<(String, i64, usize)> {
     let store = store::Store::open(db).unwrap();
     VICTIMS
@@ -157,10 +157,12 @@ fn newest_samples(db: &str) -> Vec<(String, i64, usize)> {
         .map(|v| {
             let samples = store.samples(v, 0, i64::MAX).unwrap();
             let newest = samples.iter().map(|s| s.time_ns).max().unwrap_or(0);
-            let mut times: Vec<i64> = samples.iter().map(|s| s.time_ns / 100_000_000).collect();
+            // Rounds are 1 s apart; the sources of one round are read within milliseconds.
+            let mut times: Vec<i64> = samples.iter().map(|s| s.time_ns).collect();
             times.sort_unstable();
-            times.dedup();
-            (v.to_string(), newest, times.len())
+            let rounds =
+                times.windows(2).filter(|w| w[1] - w[0] > 500_000_000).count() + usize::from(!times.is_empty());
+            (v.to_string(), newest, rounds)
         })
         .collect()
 }
