@@ -22,6 +22,9 @@
 //! first reading, not the raw value: it never goes down, so a 32-bit wraparound (Xen) or a counter reset
 //! (a guest restarted) does not look like a reset to Prometheus and no increment is lost. A guest that
 //! goes away takes its series with it.
+//!
+//! Programs built on the pipeline can serve families of their own beside these ([`Exporter::family`]):
+//! `vmguard agent` adds its detector's per-guest score and alert gauges.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -150,12 +153,76 @@ struct SelfMetrics {
     sources: Gauge,
 }
 
+/// Whether an extra family is a gauge or a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyKind {
+    Gauge,
+    /// Exposed as `NAME_total`; values must not go down.
+    Counter,
+}
+
+#[derive(Debug)]
+struct ExtraFamilyData {
+    name: &'static str,
+    help: &'static str,
+    kind: FamilyKind,
+    /// Label pairs → value.
+    series: BTreeMap<Vec<(String, String)>, f64>,
+}
+
+/// A family added with [`Exporter::family`]: set a series by its labels. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ExtraFamily(Arc<Mutex<ExtraFamilyData>>);
+
+impl ExtraFamily {
+    /// Set the series with these labels (created if new).
+    pub fn set(&self, labels: &[(&str, &str)], value: f64) {
+        let key = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        lock(&self.0).series.insert(key, value);
+    }
+
+    /// Drop every series whose labels include `label = value` (e.g. a guest that went away).
+    pub fn remove_where(&self, label: &str, value: &str) {
+        lock(&self.0).series.retain(|k, _| !k.iter().any(|(a, b)| a == label && b == value));
+    }
+}
+
+/// The extra families, encoded after the built-in ones.
+#[derive(Debug, Clone, Default)]
+struct ExtraCollector(Arc<Mutex<Vec<ExtraFamily>>>);
+
+impl PromCollector for ExtraCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let families = lock(&self.0).clone();
+        for f in families {
+            let f = lock(&f.0);
+            let t = match f.kind {
+                FamilyKind::Gauge => MetricType::Gauge,
+                FamilyKind::Counter => MetricType::Counter,
+            };
+            let mut metric = encoder.encode_descriptor(f.name, f.help, None, t)?;
+            for (labels, v) in &f.series {
+                let labels: Vec<(&str, Escaped<'_>)> = labels.iter().map(|(k, v)| (k.as_str(), Escaped(v))).collect();
+                let mut m = metric.encode_family(&labels)?;
+                match f.kind {
+                    FamilyKind::Gauge => m.encode_gauge(v)?,
+                    FamilyKind::Counter => {
+                        m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&(v.max(0.0) as u64), None)?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The latest readings of every guest and the collector's own metrics, encoded as OpenMetrics on
 /// demand. Cheap to clone (shared): the collection loop updates it, the HTTP server encodes it.
 #[derive(Clone)]
 pub struct Exporter {
     series: SeriesCollector,
     metrics: SelfMetrics,
+    extra: ExtraCollector,
     registry: Arc<Registry>,
 }
 
@@ -198,7 +265,21 @@ impl Exporter {
         );
         registry.register("vmguard_collector_guests", "Guests watched", metrics.guests.clone());
         registry.register("vmguard_collector_sources", "Sources read, all guests", metrics.sources.clone());
-        Exporter { series, metrics, registry: Arc::new(registry) }
+        let extra = ExtraCollector::default();
+        registry.register_collector(Box::new(extra.clone()));
+        Exporter { series, metrics, extra, registry: Arc::new(registry) }
+    }
+
+    /// Add a family of the caller's own (name without `_total`), served after the built-in ones; asking
+    /// again for the same name returns the same family.
+    pub fn family(&self, name: &'static str, help: &'static str, kind: FamilyKind) -> ExtraFamily {
+        let mut all = lock(&self.extra.0);
+        if let Some(f) = all.iter().find(|f| lock(&f.0).name == name) {
+            return f.clone();
+        }
+        let f = ExtraFamily(Arc::new(Mutex::new(ExtraFamilyData { name, help, kind, series: BTreeMap::new() })));
+        all.push(f.clone());
+        f
     }
 
     /// Start (or keep) exporting a guest, labelled with its kind.
@@ -443,6 +524,22 @@ mod tests {
         assert!(text.trim_end().ends_with("# EOF"));
         e.remove_guest("vm");
         assert!(!e.encode().contains("vcpu.exits"));
+    }
+
+    #[test]
+    fn extra_families_are_served() {
+        let e = Exporter::new();
+        let g = e.family("vmguard_guest_score", "Detector score.", FamilyKind::Gauge);
+        g.set(&[("guest", "vm\"1"), ("kind", "qemu")], 0.75);
+        let c = e.family("vmguard_guest_alerts", "Alerts raised.", FamilyKind::Counter);
+        c.set(&[("guest", "vm")], 2.0);
+        let t = e.encode();
+        assert!(t.contains("# TYPE vmguard_guest_score gauge\n"), "{t}");
+        assert!(t.contains("vmguard_guest_score{guest=\"vm\\\"1\",kind=\"qemu\"} 0.75\n"), "{t}");
+        assert!(t.contains("vmguard_guest_alerts_total{guest=\"vm\"} 2\n"), "{t}");
+        assert!(t.ends_with("# EOF\n"));
+        e.family("vmguard_guest_score", "again", FamilyKind::Gauge).remove_where("kind", "qemu");
+        assert!(!e.encode().contains("vmguard_guest_score{"));
     }
 
     #[test]

@@ -3,20 +3,24 @@
 //!
 //! Alerts go to the log, a JSON-lines file, the OpenMetrics endpoint (`vmguard_guest_score`,
 //! `vmguard_guest_alert` gauges per guest) and, optionally, a webhook (HTTP POST of the same JSON).
+//!
+//! Collection is `telemetry::pipeline` (as in `vmguard collect` and `record`): its per-round deltas feed
+//! the detector, and its exporter serves every guest counter with the detector's gauges beside them.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use detect::online::{AlertEvent, AlertState, DetectorModel, Tick, WindowExtractor, base_index};
 use serde::Serialize;
-use telemetry::{DeltaTracker, Sample};
+use telemetry::export::{Exporter, ExtraFamily, FamilyKind, MetricsServer};
+use telemetry::pipeline::RoundReport;
 
 use crate::Cli;
 use crate::config::Config;
@@ -45,14 +49,30 @@ pub struct AgentArgs {
     pub duration: Option<u64>,
 }
 
-/// What the exporter shows per guest.
-#[derive(Debug, Clone, Default, Serialize)]
-struct GuestGauge {
-    kind: String,
-    score: f64,
-    alert: bool,
-    role: String,
-    alerts_total: u64,
+/// The detector's families on the exporter.
+#[derive(Clone)]
+struct Gauges {
+    score: ExtraFamily,
+    alert: ExtraFamily,
+    alerts: ExtraFamily,
+}
+
+impl Gauges {
+    fn new(e: &Exporter) -> Self {
+        Gauges {
+            score: e.family(
+                "vmguard_guest_score",
+                "Detector score of the guest's latest window (0 normal .. 1 attack).",
+                FamilyKind::Gauge,
+            ),
+            alert: e.family(
+                "vmguard_guest_alert",
+                "1 while an alert is raised for the guest, with its role.",
+                FamilyKind::Gauge,
+            ),
+            alerts: e.family("vmguard_guest_alerts", "Alerts raised for the guest.", FamilyKind::Counter),
+        }
+    }
 }
 
 /// One alert line (JSON lines file, webhook body, log).
@@ -69,27 +89,26 @@ struct GuestScorer {
     kind: String,
     extractor: WindowExtractor,
     alert: AlertState,
+    alerts_total: u64,
 }
 
 /// Scores each collection round: pure logic apart from the sinks it is handed.
 struct Scorer {
     model: DetectorModel,
-    deltas: DeltaTracker,
     guests: HashMap<String, GuestScorer>,
-    gauges: Arc<Mutex<HashMap<String, GuestGauge>>>,
+    gauges: Option<Gauges>,
     sink: Box<dyn FnMut(&AlertLine<'_>) + Send>,
 }
 
 impl Scorer {
-    fn round(&mut self, samples: &[Sample]) {
+    /// One pipeline round: its deltas → one tick per guest → window → verdict → alert state.
+    fn round(&mut self, round: &RoundReport<'_>) {
         let mut ticks: HashMap<&str, Tick> = HashMap::new();
-        for s in samples {
-            let Some(idx) = base_index(s.source.as_str(), &s.counter) else { continue };
-            if let Some(d) = self.deltas.observe(s) {
-                let t = ticks.entry(&s.guest).or_default();
-                t.time_ms = t.time_ms.max(d.time_ns.div_euclid(1_000_000));
-                t.deltas.push((idx, d.delta as f64, d.interval_ns as f64 / 1e6));
-            }
+        for (s, d) in round.samples.iter().zip(round.deltas) {
+            let (Some(idx), Some(d)) = (base_index(s.source.as_str(), &s.counter), d) else { continue };
+            let t = ticks.entry(&s.guest).or_default();
+            t.time_ms = t.time_ms.max(d.time_ns.div_euclid(1_000_000));
+            t.deltas.push((idx, d.delta as f64, d.interval_ns as f64 / 1e6));
         }
         for (guest, tick) in ticks {
             let Some(g) = self.guests.get_mut(guest) else { continue };
@@ -97,16 +116,18 @@ impl Scorer {
             let Some(km) = self.model.for_kind(&g.kind) else { continue };
             let v = km.verdict(&w.values(), 3);
             let ev = g.alert.update(guest, w.end_ms, &v, km.clear_threshold, &self.model.alert);
-            {
-                let mut gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
-                let gg = gauges.entry(guest.to_string()).or_default();
-                gg.kind = g.kind.clone();
-                gg.score = v.score;
-                gg.alert = g.alert.active().is_some();
-                gg.role = g.alert.active().map_or(String::new(), |(_, r)| r.as_str().into());
-                if matches!(ev, Some(AlertEvent::Raised { .. })) {
-                    gg.alerts_total += 1;
-                }
+            if matches!(ev, Some(AlertEvent::Raised { .. })) {
+                g.alerts_total += 1;
+            }
+            if let Some(gg) = &self.gauges {
+                let role = g.alert.active().map_or("none", |(_, r)| r.as_str());
+                gg.score.set(&[("guest", guest), ("kind", &g.kind)], v.score);
+                gg.alert.remove_where("guest", guest);
+                gg.alert.set(
+                    &[("guest", guest), ("kind", &g.kind), ("role", role)],
+                    f64::from(u8::from(g.alert.active().is_some())),
+                );
+                gg.alerts.set(&[("guest", guest)], g.alerts_total as f64);
             }
             if let Some(ev) = ev {
                 (self.sink)(&AlertLine { event: &ev, kind: &g.kind, threshold: km.threshold });
@@ -138,60 +159,6 @@ fn describe(ev: &AlertEvent) -> String {
             role.as_str(),
             (time_ms - since_ms) as f64 / 1000.0
         ),
-    }
-}
-
-/// OpenMetrics text of the gauges.
-fn render_metrics(gauges: &HashMap<String, GuestGauge>) -> String {
-    let mut names: Vec<&String> = gauges.keys().collect();
-    names.sort();
-    let mut out = String::new();
-    out.push_str("# TYPE vmguard_guest_score gauge\n# HELP vmguard_guest_score Detector score of the guest's latest window (0 normal .. 1 attack).\n");
-    for n in &names {
-        let g = &gauges[*n];
-        out.push_str(&format!("vmguard_guest_score{{guest=\"{n}\",kind=\"{}\"}} {}\n", g.kind, g.score));
-    }
-    out.push_str("# TYPE vmguard_guest_alert gauge\n# HELP vmguard_guest_alert 1 while an alert is raised for the guest, with its role.\n");
-    for n in &names {
-        let g = &gauges[*n];
-        let role = if g.role.is_empty() { "none" } else { &g.role };
-        out.push_str(&format!(
-            "vmguard_guest_alert{{guest=\"{n}\",kind=\"{}\",role=\"{role}\"}} {}\n",
-            g.kind,
-            u8::from(g.alert)
-        ));
-    }
-    out.push_str("# TYPE vmguard_guest_alerts counter\n# HELP vmguard_guest_alerts Alerts raised for the guest.\n");
-    for n in &names {
-        out.push_str(&format!("vmguard_guest_alerts_total{{guest=\"{n}\"}} {}\n", gauges[*n].alerts_total));
-    }
-    out.push_str("# EOF\n");
-    out
-}
-
-fn serve_metrics(listener: TcpListener, gauges: Arc<Mutex<HashMap<String, GuestGauge>>>, stop: Arc<AtomicBool>) {
-    listener.set_nonblocking(true).ok();
-    while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((mut s, _)) => {
-                s.set_nonblocking(false).ok();
-                s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-                let mut buf = [0u8; 2048];
-                let n = s.read(&mut buf).unwrap_or(0);
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if req.starts_with("GET /metrics") {
-                    ("200 OK", render_metrics(&gauges.lock().unwrap_or_else(|e| e.into_inner())))
-                } else {
-                    ("404 Not Found", "only /metrics here\n".to_string())
-                };
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
     }
 }
 
@@ -231,12 +198,15 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> anyhow::Result<()> {
         let s = Arc::clone(&stop);
         crate::signals::on_interrupt(move || s.store(true, Ordering::SeqCst));
     }
-    let gauges: Arc<Mutex<HashMap<String, GuestGauge>>> = Arc::default();
+    let exporter = Exporter::new();
     let server = if a.listen != "off" {
-        let listener = TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
-        tracing::info!("OpenMetrics on http://{}/metrics", listener.local_addr()?);
-        let (g, s) = (Arc::clone(&gauges), Arc::clone(&stop));
-        Some(std::thread::spawn(move || serve_metrics(listener, g, s)))
+        let addr: SocketAddr = a
+            .listen
+            .parse()
+            .with_context(|| format!("--listen {}: not an address such as 127.0.0.1:9464", a.listen))?;
+        let server = MetricsServer::bind(addr, exporter.clone())?;
+        tracing::info!("OpenMetrics on http://{}/metrics", server.local_addr());
+        Some(server)
     } else {
         None
     };
@@ -270,23 +240,23 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> anyhow::Result<()> {
                 kind: super::train::kind_str(g.kind).to_string(),
                 extractor: WindowExtractor::new(model.window_ms),
                 alert: AlertState::new(),
+                alerts_total: 0,
             },
         );
         if model.for_kind(super::train::kind_str(g.kind)).is_none() {
             tracing::warn!(guest = %g.name, "the model has no entry for this kind of guest: not scored");
         }
     }
-    let scorer = Arc::new(Mutex::new(Scorer {
-        model,
-        deltas: DeltaTracker::new(),
-        guests: per_guest,
-        gauges: Arc::clone(&gauges),
-        sink,
-    }));
-    let sc = Arc::clone(&scorer);
-    let on_round = move |samples: &[Sample]| sc.lock().unwrap_or_else(|e| e.into_inner()).round(samples);
-    let collect =
-        super::record::CollectLoop::start(a.store.as_deref(), &guests, Duration::from_millis(a.interval), on_round)?;
+    let mut scorer =
+        Scorer { model, guests: per_guest, gauges: server.is_some().then(|| Gauges::new(&exporter)), sink };
+    let collect = super::record::CollectLoop::start(
+        &spec,
+        a.store.as_deref(),
+        guests.clone(),
+        Duration::from_millis(a.interval),
+        server.is_some().then(|| exporter.clone()),
+        Box::new(move |round| scorer.round(round)),
+    )?;
     tracing::info!(
         "agent watching {} guests: {}",
         guests.len(),
@@ -298,9 +268,7 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> anyhow::Result<()> {
     }
     stop.store(true, Ordering::SeqCst);
     collect.finish()?;
-    if let Some(h) = server {
-        let _ = h.join();
-    }
+    drop(server);
     Ok(())
 }
 
@@ -309,21 +277,80 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metrics_text() {
-        let mut g = HashMap::new();
-        g.insert(
-            "qemu".to_string(),
-            GuestGauge { kind: "qemu".into(), score: 0.75, alert: true, role: "victim".into(), alerts_total: 2 },
+    fn scores_rounds_and_serves_gauges() {
+        use detect::online::{Class, KindModel, TrainParams};
+        use telemetry::{Delta, Kind, Sample, SourceId};
+        // A toy model on rx/tx packet rates: flooded = many packets in.
+        let mut data = Vec::new();
+        for i in 0..40 {
+            let mut v = vec![None; detect::online::FEATURES.len()];
+            v[0] = Some(10.0 + i as f64);
+            v[1] = Some(10.0);
+            data.push((v.clone(), Class::Normal));
+            v[0] = Some(5000.0 + i as f64);
+            data.push((v, Class::Victim));
+        }
+        let km = KindModel::train("vanilla", &data, &TrainParams::default()).unwrap();
+        let model = DetectorModel {
+            version: detect::online::MODEL_VERSION,
+            window_ms: 2000,
+            alert: detect::online::AlertParams { raise_after: 2, clear_after: 2 },
+            models: vec![km],
+            trained_on: vec![],
+        };
+        let exporter = Exporter::new();
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let ev2 = Arc::clone(&events);
+        let mut guests = HashMap::new();
+        guests.insert(
+            "v".to_string(),
+            GuestScorer {
+                kind: "vanilla".into(),
+                extractor: WindowExtractor::new(2000),
+                alert: AlertState::new(),
+                alerts_total: 0,
+            },
         );
-        let t = render_metrics(&g);
-        assert!(t.contains("vmguard_guest_score{guest=\"qemu\",kind=\"qemu\"} 0.75\n"), "{t}");
-        assert!(t.contains("vmguard_guest_alert{guest=\"qemu\",kind=\"qemu\",role=\"victim\"} 1\n"), "{t}");
-        assert!(t.ends_with("# EOF\n"));
+        let mut sc = Scorer {
+            model,
+            guests,
+            gauges: Some(Gauges::new(&exporter)),
+            sink: Box::new(move |l| ev2.lock().unwrap().push(serde_json::to_string(l).unwrap())),
+        };
+        for t in 1..=6i64 {
+            let sample = |c: &str, v: u64| Sample {
+                time_ns: t * 1_000_000_000,
+                guest: "v".into(),
+                source: SourceId::Netdev,
+                counter: c.into(),
+                value: v,
+                kind: Kind::Counter,
+            };
+            let samples = [sample("tx_packets", 0), sample("rx_packets", 0)];
+            let delta = |d: u64| Some(Delta { time_ns: t * 1_000_000_000, delta: d, interval_ns: 1_000_000_000 });
+            let deltas = [delta(6000), delta(10)];
+            sc.round(&RoundReport {
+                index: t as u64,
+                time_ns: t * 1_000_000_000,
+                samples: &samples,
+                deltas: &deltas,
+                failures: &[],
+                new_guests: &[],
+                duration: Duration::ZERO,
+                guests: 1,
+            });
+        }
+        let ev = events.lock().unwrap();
+        assert!(ev.iter().any(|e| e.contains("\"raised\"") && e.contains("\"victim\"")), "{ev:?}");
+        let t = exporter.encode();
+        assert!(t.contains("vmguard_guest_alert{guest=\"v\",kind=\"vanilla\",role=\"victim\"} 1.0\n"), "{t}");
+        assert!(t.contains("vmguard_guest_alerts_total{guest=\"v\"} 1\n"), "{t}");
+        assert!(t.contains("vmguard_guest_score{guest=\"v\",kind=\"vanilla\"}"), "{t}");
     }
 
     #[test]
     fn webhook_posts_json() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", l.local_addr().unwrap());
         let h = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();

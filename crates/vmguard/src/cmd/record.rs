@@ -16,6 +16,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use telemetry::export::Exporter;
+use telemetry::pipeline::{Pipeline, RoundReport, RunOptions};
+
 use crate::Cli;
 use crate::config::Config;
 use crate::output;
@@ -95,10 +98,14 @@ pub struct Flood {
     /// `vmguard` (the project's flood engine) or `hping3` (from the attacker host only).
     #[serde(default = "vmguard_tool")]
     pub tool: String,
-    /// `syn` (port 80, a listener) or `syn-closed` (a closed port).
+    /// `syn` (port 80, a listener), `syn-closed` (a closed port), `ack` (ACKs of no connection at port
+    /// 80) or `udp` (datagrams at a closed port).
     #[serde(default = "syn")]
     pub kind: String,
 }
+
+/// Flood kinds a scenario may use (as `vmguard flood --kind`).
+pub const FLOOD_KINDS: [&str; 4] = ["syn", "syn-closed", "ack", "udp"];
 
 fn attacker() -> String {
     "attacker".into()
@@ -139,8 +146,13 @@ impl Scenario {
                 if f.target == f.from {
                     bail!("scenario {origin}, phase {}: a guest cannot flood itself", p.name);
                 }
-                if !["syn", "syn-closed"].contains(&f.kind.as_str()) {
-                    bail!("scenario {origin}, phase {}: flood kind '{}' is not syn or syn-closed", p.name, f.kind);
+                if !FLOOD_KINDS.contains(&f.kind.as_str()) {
+                    bail!(
+                        "scenario {origin}, phase {}: flood kind '{}' is not one of {}",
+                        p.name,
+                        f.kind,
+                        FLOOD_KINDS.join(", ")
+                    );
                 }
                 pps_of(&f.rate).map_err(|e| anyhow::anyhow!("scenario {origin}, phase {}: {e}", p.name))?;
             }
@@ -204,59 +216,56 @@ pub fn pps_of(rate: &str) -> Result<u64, String> {
     Ok(pps as u64)
 }
 
-/// A collector thread: one round per `interval`, appended to the store; stops when `stop` is set.
+/// `telemetry::pipeline::run` on a thread of its own (what `collect` runs in the foreground), storing
+/// every round and handing it to a callback, until [`CollectLoop::finish`] or drop.
 pub struct CollectLoop {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<anyhow::Result<u64>>>,
 }
 
+/// A per-round callback of [`CollectLoop`].
+pub type OnRound = Box<dyn FnMut(&RoundReport<'_>) + Send>;
+
 impl CollectLoop {
+    /// Starts collecting from `guests` (the lab's state is read again every few seconds, so a restarted
+    /// victim is picked up), appending to the store at `store_path` if given and updating `exporter`.
     pub fn start(
+        spec: &lab::LabSpec,
         store_path: Option<&Path>,
-        guests: &[telemetry::GuestInfo],
+        guests: Vec<telemetry::GuestInfo>,
         interval: Duration,
-        mut on_round: impl FnMut(&[telemetry::Sample]) + Send + 'static,
+        exporter: Option<Exporter>,
+        mut on_round: OnRound,
     ) -> anyhow::Result<CollectLoop> {
         let mut store = match store_path {
             Some(p) => Some(store::Store::open(p).with_context(|| format!("opening store {}", p.display()))?),
             None => None,
         };
-        let mut collector = telemetry::Collector::new();
-        for g in guests {
-            if let Some(store) = store.as_mut() {
-                store.put_guest(g).with_context(|| format!("storing guest {}", g.name))?;
-            }
-            for f in collector.add_guest(g) {
-                tracing::warn!("{f}");
-            }
-        }
+        let spec = spec.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
         let handle = std::thread::spawn(move || -> anyhow::Result<u64> {
-            let mut buf = Vec::new();
-            let mut total = 0u64;
-            let mut warned = std::collections::HashSet::new();
-            let mut next = Instant::now();
-            while !stop2.load(Ordering::SeqCst) {
-                buf.clear();
-                for f in collector.round(&mut buf) {
-                    if warned.insert((f.guest.clone(), f.source)) {
-                        tracing::warn!("{f}");
+            let mut pipeline = Pipeline::new(exporter);
+            let opts = RunOptions { interval, ..RunOptions::default() };
+            let mut first = Some(guests);
+            telemetry::pipeline::run(
+                &mut pipeline,
+                &opts,
+                &stop2,
+                || match first.take() {
+                    Some(g) => Ok(g),
+                    None => super::collect::current_guests(&spec),
+                },
+                |round| {
+                    if let Some(store) = store.as_mut() {
+                        super::collect::store_round(store, round)?;
                     }
-                }
-                if let Some(store) = store.as_mut() {
-                    total += store.append(&buf).context("appending samples to the store")? as u64;
-                }
-                on_round(&buf);
-                next += interval;
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                } else {
-                    next = now;
-                }
-            }
-            Ok(total)
+                    on_round(round);
+                    Ok(())
+                },
+            )
+            .context("collecting")?;
+            Ok(if store.is_some() { pipeline.stats().samples } else { 0 })
         });
         Ok(CollectLoop { stop, handle: Some(handle) })
     }
@@ -324,7 +333,14 @@ pub fn run(cli: &Cli, a: &RecordArgs) -> anyhow::Result<()> {
         let i = Arc::clone(&interrupted);
         crate::signals::on_interrupt(move || i.store(true, Ordering::SeqCst));
     }
-    let collect = CollectLoop::start(Some(&a.store), &guests, Duration::from_millis(a.interval), |_| {})?;
+    let collect = CollectLoop::start(
+        &spec,
+        Some(&a.store),
+        guests.clone(),
+        Duration::from_millis(a.interval),
+        None,
+        Box::new(|_| {}),
+    )?;
     // Two rounds before the first phase, so its first deltas exist.
     std::thread::sleep(Duration::from_millis(2 * a.interval + 100));
     let start_ns = telemetry::unix_now_ns();
@@ -520,7 +536,13 @@ fn start_flood(cli: &Cli, state: &lab::LabState, f: &Flood, dur: Duration) -> an
     let pps = pps_of(&f.rate).map_err(anyhow::Error::msg)?;
     let secs = dur.as_secs_f64();
     let what = format!("{} flood {} -> {} at {} pps", f.tool, f.from, f.target, pps);
-    let port = if f.kind == "syn" { "80" } else { "9" };
+    let port = if matches!(f.kind.as_str(), "syn" | "ack") { "80" } else { "9" };
+    // hping3's mode for the kind.
+    let mode = match f.kind.as_str() {
+        "ack" => "-A",
+        "udp" => "--udp",
+        _ => "-S",
+    };
     match f.tool.as_str() {
         "hping3" => {
             let ns = state.plan.attacker.ns.clone();
@@ -529,7 +551,7 @@ fn start_flood(cli: &Cli, state: &lab::LabState, f: &Flood, dur: Duration) -> an
             Ok(Job::spawn(what, move || {
                 // hping3 has no duration flag: `timeout` bounds it (and exec's timeout bounds that).
                 let out = exec::Cmd::new("timeout")
-                    .args(["-s", "INT", &format!("{secs:.1}"), "hping3", "-q", "-S", "-p", port])
+                    .args(["-s", "INT", &format!("{secs:.1}"), "hping3", "-q", mode, "-p", port])
                     .args(["-i", &format!("u{interval_us}"), "--rand-source"])
                     .arg(target.address.to_string())
                     .netns(ns)
