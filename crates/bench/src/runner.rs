@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use exec::Cmd;
 use lab::{LabState, VictimKind, VictimState};
-use telemetry::{Collector, GuestInfo, GuestKind, Iface, Sample};
+use telemetry::{Collector, Sample};
 
 use crate::BenchError;
 use crate::matrix::{Benchmark, CellRecord, CellSpec, FloodFigures, HostFigures, MatrixSpec, Phase};
@@ -149,7 +149,7 @@ impl<'a> VictimCtx<'a> {
             VictimKind::Qemu => "/data/vmguard-bench".to_string(),
         };
         let mut collector = Collector::new();
-        for f in collector.add_guest(&guest_info(&victim)) {
+        for f in collector.add_guest(&victim.guest_info()) {
             tracing::debug!("telemetry source unavailable for bench: {f}");
         }
         let ctx = VictimCtx {
@@ -443,23 +443,6 @@ impl<'a> VictimCtx<'a> {
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")
-}
-
-/// The victim as telemetry sees it (the same mapping `vmguard collect` uses).
-pub fn guest_info(v: &VictimState) -> GuestInfo {
-    let kind = match v.kind {
-        VictimKind::Vanilla => GuestKind::Vanilla,
-        VictimKind::Container => GuestKind::Container,
-        VictimKind::Qemu => GuestKind::Qemu,
-    };
-    GuestInfo {
-        netns: Some(v.ns.clone()),
-        pid: v.pids.first().copied(),
-        qmp_socket: v.qmp_socket.clone(),
-        iface: Some(Iface { name: v.host_iface.clone(), netns: Some(v.host_iface_ns.clone()) }),
-        cgroup: v.cgroup.as_ref().map(|c| c.trim_start_matches('/').to_string()),
-        ..GuestInfo::new(v.name.clone(), kind)
-    }
 }
 
 /// Wait until the web application answers `/health` from the client namespace.

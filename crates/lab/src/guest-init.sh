@@ -55,7 +55,9 @@ if [ -n "$ctl" ]; then
       if exec 3<>"$ctl"; then
         while read -r id script <&3; do
           echo "$script" | base64 -d > /tmp/ctl.sh
-          sh /tmp/ctl.sh < /dev/null > /tmp/ctl.out 2>&1
+          # fd 3 is the channel: a daemon the script starts must not inherit it, or the port
+          # stays open and can never be reopened.
+          sh /tmp/ctl.sh < /dev/null > /tmp/ctl.out 2>&1 3>&-
           rc=$?
           { cat /tmp/ctl.out; echo "@@VMGUARD-EXIT $id $rc"; } >&3
         done

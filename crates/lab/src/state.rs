@@ -69,6 +69,26 @@ impl VictimState {
     }
 }
 
+impl VictimState {
+    /// The victim as the telemetry sources see it: the one mapping from the lab to telemetry.
+    pub fn guest_info(&self) -> telemetry::GuestInfo {
+        let kind = match self.kind {
+            VictimKind::Vanilla => telemetry::GuestKind::Vanilla,
+            VictimKind::Container => telemetry::GuestKind::Container,
+            VictimKind::Qemu => telemetry::GuestKind::Qemu,
+        };
+        telemetry::GuestInfo {
+            netns: Some(self.ns.clone()),
+            pid: self.pids.first().copied(),
+            qmp_socket: self.qmp_socket.clone(),
+            iface: Some(telemetry::Iface { name: self.host_iface.clone(), netns: Some(self.host_iface_ns.clone()) }),
+            // telemetry wants it relative to the hierarchy root.
+            cgroup: self.cgroup.as_ref().map(|c| c.trim_start_matches('/').to_string()),
+            ..telemetry::GuestInfo::new(self.name.clone(), kind)
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabState {
     pub spec: LabSpec,

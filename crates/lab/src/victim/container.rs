@@ -32,7 +32,10 @@ pub fn start(state: &LabState, host: &Host, tool: Option<&Path>) -> Result<Victi
     let rootfs = dir.join("rootfs");
     let www = dir.join("www");
     super::write_www(&www, "container")?;
-    for d in ["bin", "sbin", "usr", "lib", "lib64", "etc", "www", "proc", "dev", "sys", "tmp"] {
+    // A writable data directory on the host's disk, for file benchmarks (the root is read-only).
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).map_err(|e| LabError::io(format!("creating {}", data.display()), e))?;
+    for d in ["bin", "sbin", "usr", "lib", "lib64", "etc", "www", "data", "proc", "dev", "sys", "tmp"] {
         std::fs::create_dir_all(rootfs.join(d))
             .map_err(|e| LabError::io(format!("creating {}", rootfs.display()), e))?;
     }
@@ -111,6 +114,7 @@ fn oci_config(
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
         json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/www", "type": "bind", "source": www, "options": ["rbind", "ro"]}),
+        json!({"destination": "/data", "type": "bind", "source": www.with_file_name("data"), "options": ["rbind", "rw"]}),
     ];
     for d in HOST_DIRS.iter().filter(|d| Path::new(d).exists()) {
         mounts.push(json!({"destination": d, "type": "bind", "source": d, "options": ["rbind", "ro", "nosuid"]}));
