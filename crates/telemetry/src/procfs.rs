@@ -6,7 +6,8 @@
 //! thread was put on a CPU, summed), and per thread name `thread.<comm>.cpu_ns` (threads of the same name
 //! summed: qemu's `CPU 0/KVM` or `CPU 0/TCG`, `IO mon_iothread`, `worker`, ...).
 //!
-//! Every [`ProcessCpu::detail_every`] rounds (default 5) also `ctxt_voluntary` and `ctxt_nonvoluntary`
+//! At most every [`ProcessCpu::detail_interval`] (default 5 s; always on the first round) also
+//! `ctxt_voluntary` and `ctxt_nonvoluntary`
 //! (summed over live threads) from the threads' `status` files, and the thread names are re-read: a
 //! `status` file costs the kernel ~7 µs to generate against ~1 µs for `schedstat`, so reading it every
 //! second for every thread would be most of the collector's cost. Kernels without `schedstat`
@@ -185,8 +186,9 @@ pub struct ProcessCpu {
     stat: String,
     status: String,
     names: NameCache,
-    detail_every: u32,
-    round: u32,
+    detail_interval_ns: i64,
+    /// Time of the last round that read the details.
+    last_detail_ns: Option<i64>,
     /// `schedstat` files exist (else each thread's `stat` is read every round).
     schedstat: bool,
 }
@@ -208,15 +210,16 @@ impl ProcessCpu {
             stat: String::with_capacity(512),
             status: String::with_capacity(2048),
             names: NameCache::new(),
-            detail_every: 5,
-            round: 0,
+            detail_interval_ns: 5_000_000_000,
+            last_detail_ns: None,
             schedstat: true,
         }
     }
 
-    /// Read context switches and thread names every `n` rounds (1: every round).
-    pub fn detail_every(mut self, n: u32) -> Self {
-        self.detail_every = n.max(1);
+    /// Read context switches and thread names when at least `interval` has passed since they were
+    /// last read (zero: every round). Time-based, so a caller sampling rarely always gets them.
+    pub fn detail_interval(mut self, interval: std::time::Duration) -> Self {
+        self.detail_interval_ns = i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX);
         self
     }
 
@@ -265,8 +268,10 @@ impl Source for ProcessCpu {
         if self.threads.len() as u64 != process.1 {
             self.rescan()?;
         }
-        let detail = self.round.is_multiple_of(self.detail_every);
-        self.round = self.round.wrapping_add(1);
+        let detail = self.last_detail_ns.is_none_or(|last| time_ns.saturating_sub(last) >= self.detail_interval_ns);
+        if detail {
+            self.last_detail_ns = Some(time_ns);
+        }
         self.totals.clear();
         let mut gone = false;
         for t in &mut self.threads {
@@ -387,14 +392,17 @@ mod tests {
     #[test]
     fn reads_our_own_process() {
         let mut out = Vec::new();
-        let mut p = ProcessCpu::new("self", std::process::id()).detail_every(2);
+        let mut p = ProcessCpu::new("self", std::process::id()).detail_interval(std::time::Duration::from_nanos(2));
         p.sample(5, &mut out).unwrap();
         assert!(out.iter().any(|s| s.counter == "cpu_ns"));
         assert!(out.iter().any(|s| s.counter.starts_with("thread.")));
         assert!(out.iter().any(|s| s.counter == "ctxt_voluntary"), "first round reads the details");
         out.clear();
         p.sample(6, &mut out).unwrap();
-        assert!(!out.iter().any(|s| s.counter == "ctxt_voluntary"), "second round does not");
+        assert!(!out.iter().any(|s| s.counter == "ctxt_voluntary"), "a round 1 ns later does not");
+        out.clear();
+        p.sample(7, &mut out).unwrap();
+        assert!(out.iter().any(|s| s.counter == "ctxt_voluntary"), "a round 2 ns after the last detail does");
         assert!(out.iter().any(|s| s.counter == "run_delay_ns"));
         let err = ProcessCpu::new("gone", u32::MAX).sample(5, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("cannot read /proc/"), "{err}");
