@@ -33,7 +33,7 @@ proptest! {
         let mut run = 0u32;
         let mut raised = false;
         for (t, sc) in scores.iter().enumerate() {
-            let v = Verdict { score: *sc, role: Role::Victim, alarm: *sc >= 0.5, evidence: vec![] };
+            let v = Verdict { score: *sc, role: Role::Victim, alarm: *sc >= 0.5, evidence: vec![], novelty: 0.0, by_novelty: false };
             run = if v.alarm { run + 1 } else { 0 };
             match s.update("g", t as i64, &v, 0.3, &p) {
                 Some(detect::online::AlertEvent::Raised { .. }) => {

@@ -92,7 +92,7 @@ mod tests {
     use super::*;
 
     fn v(score: f64) -> Verdict {
-        Verdict { score, role: Role::Victim, alarm: score >= 0.5, evidence: vec![] }
+        Verdict { score, role: Role::Victim, alarm: score >= 0.5, evidence: vec![], novelty: 0.0, by_novelty: false }
     }
 
     #[test]

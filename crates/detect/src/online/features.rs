@@ -18,9 +18,8 @@
 
 use std::collections::VecDeque;
 
-
 /// The counters features are built from, as `source/counter`. Index = position here.
-pub const BASE_COUNTERS: [&str; 27] = [
+pub const BASE_COUNTERS: [&str; 31] = [
     // 0..6: the guest's link, host side (host rx = guest tx).
     "netdev/rx_packets",
     "netdev/rx_bytes",
@@ -53,6 +52,11 @@ pub const BASE_COUNTERS: [&str; 27] = [
     "kvm/vcpu.irq_injections",
     "tracepoint/kvm_userspace_exit",
     "tracepoint/kvm_msi_set_irq",
+    // 27..31: UDP of the guest's own stack (datagrams to closed ports are what a UDP flood leaves).
+    "snmp/Udp.InDatagrams",
+    "snmp/Udp.NoPorts",
+    "snmp/Udp.InErrors",
+    "snmp/Udp.RcvbufErrors",
 ];
 
 /// Index of a `source/counter` in [`BASE_COUNTERS`].
@@ -88,6 +92,15 @@ const IO_EXITS: usize = 23;
 const IRQ_INJ: usize = 24;
 const TP_USER_EXIT: usize = 25;
 const TP_MSI: usize = 26;
+const UDP_IN: usize = 27;
+const UDP_NOPORTS: usize = 28;
+const UDP_INERR: usize = 29;
+const UDP_RCVBUF: usize = 30;
+
+/// Packets the guest's stack refused or could not serve: resets sent (SYN or ACK at a closed port or to
+/// no connection), UDP to closed ports or full buffers, SYNs answered with cookies or dropped. Benign
+/// traffic makes few of them at any load; every flood kind makes one per packet.
+const REFUSED: &[usize] = &[OUT_RSTS, UDP_NOPORTS, UDP_RCVBUF, COOKIES_SENT, COOKIES_FAILED, LISTEN_DROPS, REQQ_DROP];
 
 /// How a feature is computed from a window's per-second rates.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,6 +113,11 @@ pub enum Expr {
     Ratio(&'static [usize], &'static [usize]),
     /// Nanoseconds per second as CPU cores.
     Cores(usize),
+    /// "Bare" packets/s of one direction: `pkts` small packets (mean size from `bytes`) that got little
+    /// data back (`answer_bytes` per packet): `pps * min(1, 200 / size) * min(1, 120 / answer)`. A flood
+    /// of any kind (SYN, ACK, UDP; answered by SYN-ACKs, resets or nothing) is bare; web or bulk
+    /// traffic is not (big packets one way or the other).
+    Bare { pkts: usize, bytes: usize, answer_bytes: usize },
 }
 
 /// One feature: a name, how to compute it, and whether the model sees it through `ln(1 + x)`.
@@ -112,14 +130,23 @@ pub struct FeatureDef {
     /// Unit for people.
     pub unit: &'static str,
     pub help: &'static str,
+    /// Watched by the novelty check: a rate that only floods drive up, whatever their kind. The value
+    /// is the smallest benign ceiling (in the feature's unit) the check compares against, so a baseline
+    /// that never saw any of it does not alarm on a handful.
+    pub novelty_floor: Option<f64>,
 }
 
 const fn f(name: &'static str, expr: Expr, log: bool, unit: &'static str, help: &'static str) -> FeatureDef {
-    FeatureDef { name, expr, log, unit, help }
+    FeatureDef { name, expr, log, unit, help, novelty_floor: None }
+}
+
+/// A feature the benign-only novelty check also watches (see [`FeatureDef::novelty_floor`]).
+const fn nov(name: &'static str, expr: Expr, unit: &'static str, help: &'static str, floor: f64) -> FeatureDef {
+    FeatureDef { name, expr, log: true, unit, help, novelty_floor: Some(floor) }
 }
 
 /// Every Part B feature. Models pick the subset available for their kind of guest.
-pub const FEATURES: [FeatureDef; 24] = [
+pub const FEATURES: [FeatureDef; 31] = [
     f("rx_pps", Expr::Rate(&[RX_PKTS]), true, "packets/s", "packets the guest receives"),
     f("tx_pps", Expr::Rate(&[TX_PKTS]), true, "packets/s", "packets the guest sends"),
     f("rx_bps", Expr::Rate(&[RX_BYTES]), true, "bytes/s", "bytes the guest receives"),
@@ -168,6 +195,50 @@ pub const FEATURES: [FeatureDef; 24] = [
         "1/packet",
         "interrupts injected per packet",
     ),
+    f(
+        "cpu_ns_per_pkt",
+        Expr::PerUnit(&[CPU], &[RX_PKTS, TX_PKTS]),
+        true,
+        "ns/packet",
+        "CPU of the guest's host process per packet",
+    ),
+    // Flood-shape features: what any flood does, whatever its protocol and tool.
+    f("udp_in_ps", Expr::Rate(&[UDP_IN, UDP_NOPORTS, UDP_INERR]), true, "datagrams/s", "UDP datagrams received"),
+    nov(
+        "refused_ps",
+        Expr::Rate(REFUSED),
+        "packets/s",
+        "packets refused: resets, UDP to closed ports, SYN cookies, drops",
+        50.0,
+    ),
+    f(
+        "refused_per_rx_pkt",
+        Expr::PerUnit(REFUSED, &[RX_PKTS]),
+        true,
+        "1/packet",
+        "refused packets per packet received",
+    ),
+    f(
+        "tx_bytes_per_rx_pkt",
+        Expr::PerUnit(&[TX_BYTES], &[RX_PKTS]),
+        true,
+        "bytes/packet",
+        "bytes sent per packet received",
+    ),
+    nov(
+        "bare_rx_pps",
+        Expr::Bare { pkts: RX_PKTS, bytes: RX_BYTES, answer_bytes: TX_BYTES },
+        "packets/s",
+        "small packets received that got little data back",
+        200.0,
+    ),
+    nov(
+        "bare_tx_pps",
+        Expr::Bare { pkts: TX_PKTS, bytes: TX_BYTES, answer_bytes: RX_BYTES },
+        "packets/s",
+        "small packets sent that got little data back",
+        200.0,
+    ),
 ];
 
 /// Index of a feature by name.
@@ -195,6 +266,14 @@ impl Rates {
             }
             Expr::Ratio(a, b) => (sum(a)? + 1.0) / (sum(b)? + 1.0),
             Expr::Cores(c) => self.0[c]? / 1e9,
+            Expr::Bare { pkts, bytes, answer_bytes } => {
+                let (p, b, a) = (self.0[pkts]?, self.0[bytes]?, self.0[answer_bytes]?);
+                if p <= 0.0 {
+                    0.0
+                } else {
+                    p * (200.0 / (b / p).max(1.0)).min(1.0) * (120.0 / (a / p).max(1.0)).min(1.0)
+                }
+            }
         })
     }
 
@@ -369,6 +448,24 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].time_ms, 1003);
         assert_eq!(t[0].deltas.len(), 2);
+    }
+
+    #[test]
+    fn bare_packets_are_floods_of_any_kind() {
+        let bare = |rx: f64, rx_size: f64, tx_bytes: f64| {
+            let mut r = [None; BASE_COUNTERS.len()];
+            r[RX_PKTS] = Some(rx);
+            r[RX_BYTES] = Some(rx * rx_size);
+            r[TX_BYTES] = Some(tx_bytes);
+            Rates(r).feature(&FEATURES[feature_index("bare_rx_pps").unwrap()]).unwrap()
+        };
+        // UDP flood (nothing back), SYN flood (a SYN-ACK per SYN): all bare.
+        assert_eq!(bare(1000.0, 60.0, 0.0), 1000.0);
+        assert_eq!(bare(1000.0, 74.0, 74_000.0), 1000.0);
+        // Web requests answered with 1200 bytes each, bulk upload of full frames: mostly not.
+        assert!(bare(1000.0, 150.0, 1_200_000.0) < 150.0);
+        assert!(bare(1000.0, 1500.0, 33_000.0) < 150.0);
+        assert_eq!(bare(0.0, 60.0, 0.0), 0.0);
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub struct TrainParams {
     pub linear_scale_floor: f64,
     /// A feature must be available in at least this fraction of the kind's windows to be used.
     pub min_availability: f64,
+    /// The novelty check alarms when a watched feature exceeds its benign ceiling by this factor.
+    pub novelty_factor: f64,
+    /// The benign ceiling is this quantile of the benign windows (at least the feature's floor).
+    pub novelty_quantile: f64,
 }
 
 impl Default for TrainParams {
@@ -105,6 +109,8 @@ impl Default for TrainParams {
             log_scale_floor: 0.5,
             linear_scale_floor: 0.05,
             min_availability: 0.95,
+            novelty_factor: 3.0,
+            novelty_quantile: 0.995,
         }
     }
 }
@@ -133,6 +139,13 @@ pub struct Verdict {
     pub alarm: bool,
     /// Top features pushing towards an attack, strongest first.
     pub evidence: Vec<Evidence>,
+    /// How far the window is above the benign ceilings of the novelty check (largest ratio; above the
+    /// model's factor it alarms on its own). 0 without a novelty check.
+    #[serde(default)]
+    pub novelty: f64,
+    /// The alarm comes from the novelty check alone (the supervised half scored the window normal).
+    #[serde(default)]
+    pub by_novelty: bool,
 }
 
 /// What the model saw in training, for the model file's reader.
@@ -162,8 +175,80 @@ pub struct KindModel {
     /// An alert clears after windows below this (hysteresis).
     pub clear_threshold: f64,
     pub summary: TrainSummary,
+    /// The benign-only half: flood-shape rates far above anything benign (an attack kind the
+    /// supervised half never saw). Absent in files of older versions.
+    #[serde(default)]
+    pub novelty: Option<Novelty>,
     #[serde(skip)]
     idx: Vec<usize>,
+}
+
+/// The novelty check, fitted on benign windows only: for every flood-shape feature
+/// ([`FeatureDef::novelty_floor`]), the benign ceiling; a window whose value exceeds a ceiling by
+/// `factor` is an attack whatever the supervised half says.
+///
+/// One-sided and per feature on purpose: heavy benign load moves packet and byte rates, CPU and
+/// connection rates, but not refused packets or bare small packets, so only those are watched, and only
+/// upwards. A distance over every feature (Mahalanobis) would call any unseen benign mix an attack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Novelty {
+    pub features: Vec<String>,
+    /// Benign ceiling of each, in the feature's unit.
+    pub ceiling: Vec<f64>,
+    pub factor: f64,
+    #[serde(skip)]
+    idx: Vec<usize>,
+}
+
+impl Novelty {
+    /// Fits the ceilings on benign windows (raw values in [`FEATURES`] order). `None` if no watched
+    /// feature is available in most of them.
+    pub fn fit(normal: &[&Vec<Option<f64>>], p: &TrainParams) -> Option<Novelty> {
+        let mut idx = Vec::new();
+        let mut ceiling = Vec::new();
+        for (j, def) in FEATURES.iter().enumerate() {
+            let Some(floor) = def.novelty_floor else { continue };
+            let vals: Vec<f64> = normal.iter().filter_map(|v| v[j]).filter(|x| x.is_finite()).collect();
+            if vals.is_empty() || (vals.len() as f64) < p.min_availability * normal.len() as f64 {
+                continue;
+            }
+            idx.push(j);
+            ceiling.push(quantile(vals, p.novelty_quantile).max(floor));
+        }
+        (!idx.is_empty()).then(|| Novelty {
+            features: idx.iter().map(|&j| FEATURES[j].name.to_string()).collect(),
+            ceiling,
+            factor: p.novelty_factor,
+            idx,
+        })
+    }
+
+    fn prepare(&mut self) -> Result<(), ModelError> {
+        self.idx = self
+            .features
+            .iter()
+            .map(|n| feature_index(n).ok_or_else(|| ModelError::UnknownFeature(n.clone())))
+            .collect::<Result<_, _>>()?;
+        if self.ceiling.len() != self.idx.len() || self.factor <= 1.0 {
+            return Err(ModelError::Inconsistent("novelty".into()));
+        }
+        Ok(())
+    }
+
+    /// The largest `(1 + value) / (1 + ceiling)` over the watched features, and which one (position
+    /// in [`Novelty::features`]); `(0, None)` when none is available.
+    pub fn ratio(&self, raw: &[Option<f64>]) -> (f64, Option<usize>) {
+        let mut best = (0.0, None);
+        for (i, (&j, &c)) in self.idx.iter().zip(&self.ceiling).enumerate() {
+            if let Some(v) = raw.get(j).copied().flatten().filter(|v| v.is_finite()) {
+                let r = (1.0 + v.max(0.0)) / (1.0 + c);
+                if r > best.0 {
+                    best = (r, Some(i));
+                }
+            }
+        }
+        best
+    }
 }
 
 /// Scaled inputs are clipped to this many benign spreads (keeps the logits finite).
@@ -253,6 +338,7 @@ impl KindModel {
             threshold: 0.5,
             clear_threshold: 0.3,
             summary: TrainSummary::default(),
+            novelty: Novelty::fit(&normal, p),
             idx,
         };
         // Scaled design matrix and class-balanced weights.
@@ -340,6 +426,12 @@ impl KindModel {
         {
             return Err(ModelError::Inconsistent(self.kind.clone()));
         }
+        if let Some(n) = &mut self.novelty {
+            n.prepare().map_err(|e| match e {
+                ModelError::Inconsistent(_) => ModelError::Inconsistent(self.kind.clone()),
+                e => e,
+            })?;
+        }
         Ok(())
     }
 
@@ -370,10 +462,22 @@ impl KindModel {
     /// evidence items.
     pub fn verdict(&self, raw: &[Option<f64>], top: usize) -> Verdict {
         let x = self.scaled(raw);
-        let (score, prob) = self.score_scaled(&x);
-        // Role: the likelier attack class, or the direction of traffic when only one is known.
+        let (sup_score, prob) = self.score_scaled(&x);
+        let sup_alarm = sup_score >= self.threshold;
+        // The novelty check: its ratio maps onto the score scale so that `factor` lands on the
+        // threshold (and the alert hysteresis treats both halves alike).
+        let (ratio, which) = self.novelty.as_ref().map_or((0.0, None), |n| n.ratio(raw));
+        let factor = self.novelty.as_ref().map_or(f64::INFINITY, |n| n.factor);
+        let nov_alarm = which.is_some() && ratio >= factor;
+        let nov_score = if ratio > 1.0 { (self.threshold * ratio.ln() / factor.ln()).clamp(0.0, 1.0) } else { 0.0 };
+        let score = sup_score.max(nov_score);
+        // Role: the likelier attack class, or the direction of traffic when only one is known; for an
+        // alarm of the novelty check alone, the direction of the bare packets.
         let attack_k = (1..self.classes.len()).max_by(|&a, &b| prob[a].total_cmp(&prob[b])).unwrap_or(0);
-        let role = if self.classes.contains(&Class::Victim) && self.classes.contains(&Class::Attacker) {
+        let nov_feature = which.and_then(|i| self.novelty.as_ref().map(|n| n.features[i].as_str()));
+        let role = if nov_alarm && !sup_alarm {
+            if nov_feature == Some("bare_tx_pps") { Role::Attacker } else { Role::Victim }
+        } else if self.classes.contains(&Class::Victim) && self.classes.contains(&Class::Attacker) {
             self.classes[attack_k].role().unwrap_or(Role::Victim)
         } else {
             direction_role(raw)
@@ -396,8 +500,30 @@ impl KindModel {
             .filter(|e| e.contribution > 0.0 && e.value.is_finite())
             .collect();
         ev.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
+        if nov_alarm && let (Some(n), Some(i)) = (&self.novelty, which) {
+            let j = n.idx[i];
+            ev.retain(|e| e.feature != n.features[i]);
+            ev.insert(
+                0,
+                Evidence {
+                    feature: n.features[i].clone(),
+                    value: raw[j].unwrap_or(f64::NAN),
+                    unit: FEATURES[j].unit.to_string(),
+                    // The benign ceiling: the value is compared with it.
+                    normal: n.ceiling[i],
+                    contribution: ratio.ln(),
+                },
+            );
+        }
         ev.truncate(top);
-        Verdict { score, role, alarm: score >= self.threshold, evidence: ev }
+        Verdict {
+            score,
+            role,
+            alarm: sup_alarm || nov_alarm,
+            evidence: ev,
+            novelty: ratio,
+            by_novelty: nov_alarm && !sup_alarm,
+        }
     }
 }
 
@@ -473,7 +599,7 @@ pub enum ModelLoadError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::online::features::FEATURES;
+    use crate::online::features::{FEATURES, feature_index};
 
     /// rx_pps, tx_pps, rx size, tx size + the rest unavailable.
     fn raw(rx: f64, tx: f64, rxs: f64, txs: f64) -> Vec<Option<f64>> {
@@ -527,6 +653,48 @@ mod tests {
         let m2 = back.for_kind("container").unwrap();
         assert_eq!(m2.verdict(&raw(1.0, 50_000.0, 60.0, 60.0), 3), z);
         assert!(back.for_kind("qemu").is_none());
+    }
+
+    #[test]
+    fn novelty_catches_an_unseen_flood_kind_and_not_heavier_benign_load() {
+        let refused = feature_index("refused_ps").unwrap();
+        let bare = feature_index("bare_rx_pps").unwrap();
+        let with = |mut v: Vec<Option<f64>>, r: f64, b: f64| {
+            v[refused] = Some(r);
+            v[bare] = Some(b);
+            v
+        };
+        let mut d: Vec<_> = data()
+            .into_iter()
+            .map(|(v, c)| {
+                let (r, b) = if c == Class::Victim { (4800.0, 5000.0) } else { (2.0, 20.0) };
+                (with(v, r, b), c)
+            })
+            .collect();
+        d.truncate(250);
+        let m = KindModel::train("container", &d, &TrainParams::default()).unwrap();
+        let n = m.novelty.as_ref().unwrap();
+        assert_eq!(n.features, ["refused_ps", "bare_rx_pps"].map(String::from).to_vec());
+        // Floors: a baseline with almost no refused packets does not alarm on a few dozen.
+        assert_eq!(n.ceiling[0], 50.0);
+        // Benign but heavier than anything in training: more packets, bigger, few refused.
+        let busy = m.verdict(&with(raw(20_000.0, 9000.0, 1400.0, 66.0), 30.0, 150.0), 3);
+        assert!(!busy.alarm, "{busy:?}");
+        // A UDP flood at a closed port: the packet rates look like a benign idle window's and only the
+        // refused packets (UDP no-port) are out of line.
+        let udp = m.verdict(&with(raw(8.0, 5.0, 300.0, 200.0), 800.0, 90.0), 3);
+        assert!(udp.alarm && udp.role == Role::Victim && udp.novelty > 3.0, "{udp:?}");
+        assert_eq!(udp.evidence[0].feature, "refused_ps");
+        // Survives the model file.
+        let dm = DetectorModel {
+            version: MODEL_VERSION,
+            window_ms: 5000,
+            alert: AlertParams::default(),
+            models: vec![m.clone()],
+            trained_on: vec![],
+        };
+        let back = DetectorModel::from_json(&serde_json::to_string(&dm).unwrap()).unwrap();
+        assert_eq!(back.models[0].verdict(&with(raw(8.0, 5.0, 300.0, 200.0), 800.0, 90.0), 3), udp);
     }
 
     #[test]

@@ -152,6 +152,10 @@ pub fn run(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
             m.threshold,
             100.0 * s.train_accuracy
         );
+        if let Some(n) = &m.novelty {
+            let c: Vec<String> = n.features.iter().zip(&n.ceiling).map(|(f, c)| format!("{f} {c:.0}/s")).collect();
+            println!("             novelty check (alarm above {}x the benign ceiling): {}", n.factor, c.join(", "));
+        }
     }
     Ok(())
 }
@@ -185,6 +189,8 @@ pub struct PartBReport {
     pub detections: Vec<Detection>,
     /// Correct role among attacks that were alerted.
     pub role_accuracy: Option<f64>,
+    /// Attack windows flagged by the benign-only novelty check alone (the supervised half missed them).
+    pub attack_windows_by_novelty: usize,
     /// The seed-style table row for this model.
     pub report: detect::AccuracyReport,
 }
@@ -202,6 +208,7 @@ pub fn evaluate(model: &DetectorModel, data: &[GuestData]) -> PartBReport {
     let mut by_scn: BTreeMap<String, (Vec<Option<detect::Label>>, Vec<detect::Label>)> = BTreeMap::new();
     let mut detections = Vec::new();
     let mut false_alerts = 0;
+    let mut by_novelty = 0;
     for g in data {
         let Some(km) = model.for_kind(kind_name(g.kind)) else { continue };
         let windows = windows_of(&g.samples, model.window_ms);
@@ -212,6 +219,9 @@ pub fn evaluate(model: &DetectorModel, data: &[GuestData]) -> PartBReport {
             let (s, e) = (w.start_ms * 1_000_000, w.end_ms * 1_000_000);
             let t = g.truth(s, e);
             let p = if v.alarm { detect::Label::Dos } else { detect::Label::Normal };
+            if v.by_novelty && t == Some(detect::Label::Dos) {
+                by_novelty += 1;
+            }
             truth.push(t);
             pred.push(p);
             if let Some(l) = g.labels.iter().find(|l| l.start_ns < e && l.end_ns >= e) {
@@ -302,6 +312,7 @@ pub fn evaluate(model: &DetectorModel, data: &[GuestData]) -> PartBReport {
             .filter_map(|(k, (t, p))| detect::binary_metrics(&t, &p).ok().map(|m| (k, m)))
             .collect(),
         role_accuracy: (!alerted.is_empty()).then(|| role_ok as f64 / alerted.len() as f64),
+        attack_windows_by_novelty: by_novelty,
         detections,
         report,
     }
@@ -354,5 +365,12 @@ pub fn print_part_b(b: &PartBReport) {
     println!("{}", output::table(&["scenario", "guest", "truth", "alert after", "role", "cleared after"], det));
     if let Some(r) = b.role_accuracy {
         println!("role named correctly in {:.0}% of alerted attacks", 100.0 * r);
+    }
+    if let Some(m) = &b.metrics {
+        println!(
+            "attack windows caught by the benign-only novelty check alone: {} of {}",
+            b.attack_windows_by_novelty,
+            m.confusion.true_positive + m.confusion.false_negative
+        );
     }
 }
