@@ -143,10 +143,9 @@ impl<'a> VictimCtx<'a> {
             .map_err(|e| BenchError::io(format!("writing {}/wrk.lua", host_dir.display()), e))?;
         let dir = match kind {
             VictimKind::Vanilla => host_dir.to_string_lossy().into_owned(),
-            // The container's root is read-only: its /tmp is a tmpfs.
-            VictimKind::Container => "/tmp/vmguard-bench".to_string(),
-            // The guest's /data is an ext4 virtio disk.
-            VictimKind::Qemu => "/data/vmguard-bench".to_string(),
+            // The container's /data is a host directory on disk (its root is read-only); the
+            // guest's /data is an ext4 virtio disk.
+            VictimKind::Container | VictimKind::Qemu => "/data/vmguard-bench".to_string(),
         };
         let mut collector = Collector::new();
         for f in collector.add_guest(&victim.guest_info()) {
