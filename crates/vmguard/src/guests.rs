@@ -1,10 +1,6 @@
-//! The lab's victims as telemetry sees them, for `collect`, `record` and `agent`.
+//! The running lab's victims as telemetry sees them, for `collect`, `record` and `agent`.
 
 use telemetry::GuestInfo;
-
-pub fn guest_info(v: &lab::VictimState) -> GuestInfo {
-    v.guest_info()
-}
 
 /// Every victim of the running lab, or a clear error when no lab is up.
 pub fn lab_guests(spec: &lab::LabSpec) -> anyhow::Result<(lab::LabState, Vec<GuestInfo>)> {

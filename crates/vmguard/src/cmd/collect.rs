@@ -73,7 +73,7 @@ pub struct CollectSummary {
 /// cannot be read.
 pub fn current_guests(spec: &lab::LabSpec) -> Result<Vec<GuestInfo>, String> {
     match lab::LabState::load(spec) {
-        Ok(Some(state)) => Ok(state.victims.iter().map(guests::guest_info).collect()),
+        Ok(Some(state)) => Ok(state.victims.iter().map(lab::VictimState::guest_info).collect()),
         Ok(None) => Ok(Vec::new()),
         Err(e) => Err(e.to_string()),
     }
