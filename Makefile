@@ -19,6 +19,9 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	elif ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then \
+		echo "refreshing apt's package lists (the qemu victim's kernel is downloaded with apt)"; \
+		apt-get update -qq; \
 	fi
 
 build: deps
