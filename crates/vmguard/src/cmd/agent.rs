@@ -354,10 +354,30 @@ mod tests {
         let url = format!("http://{}/hook", l.local_addr().unwrap());
         let h = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            let mut buf = vec![0u8; 4096];
-            let n = s.read(&mut buf).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            // Head and body may arrive in separate segments: read until the announced body is in.
+            let mut req = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = s.read(&mut chunk).unwrap();
+                req.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&req).into_owned();
+                let complete = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    body.len() >= len
+                });
+                if n == 0 || complete {
+                    break;
+                }
+            }
             s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
-            String::from_utf8_lossy(&buf[..n]).into_owned()
+            String::from_utf8_lossy(&req).into_owned()
         });
         post(&url, "{\"a\":1}").unwrap();
         let req = h.join().unwrap();
