@@ -173,14 +173,22 @@ fn post(url: &str, body: &str) -> anyhow::Result<()> {
     let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(2))?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        s,
+    // One buffer, one write: `write!` on the stream would send every piece as its own segment.
+    let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )?;
-    let mut reply = [0u8; 64];
-    let n = s.read(&mut reply).unwrap_or(0);
-    let head = String::from_utf8_lossy(&reply[..n]);
+    );
+    s.write_all(request.as_bytes())?;
+    // Read until the status line is complete (or the receiver closes).
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 256];
+    while !reply.windows(2).any(|w| w == b"\r\n") && reply.len() < 4096 {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&reply);
     if !head.starts_with("HTTP/1.1 2") && !head.starts_with("HTTP/1.0 2") {
         bail!("webhook {url} answered {}", head.lines().next().unwrap_or("nothing"));
     }
