@@ -546,13 +546,18 @@ fn start_flood(cli: &Cli, state: &lab::LabState, f: &Flood, dur: Duration) -> an
     match f.tool.as_str() {
         "hping3" => {
             let ns = state.plan.attacker.ns.clone();
+            // hping3's --rand-source draws from all of IPv4; vmguard spoofs only inside the lab's
+            // spoof range, so hping3 gets one source address drawn from that range.
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+            let spoofed = wire::pick_in_subnet(state.plan.spoof_subnet, nanos.wrapping_mul(2_654_435_761));
             let interval_us = (1_000_000 / pps).max(1);
             let grace = dur + Duration::from_secs(5);
             Ok(Job::spawn(what, move || {
                 // hping3 has no duration flag: `timeout` bounds it (and exec's timeout bounds that).
                 let out = exec::Cmd::new("timeout")
                     .args(["-s", "INT", &format!("{secs:.1}"), "hping3", "-q", mode, "-p", port])
-                    .args(["-i", &format!("u{interval_us}"), "--rand-source"])
+                    .args(["-i", &format!("u{interval_us}"), "-a", &spoofed.to_string()])
                     .arg(target.address.to_string())
                     .netns(ns)
                     .timeout(grace)
