@@ -120,15 +120,21 @@ fn median_of<'a>(rs: impl Iterator<Item = &'a CellRecord>, f: impl Fn(&CellRecor
     Spread::of(&rs.filter_map(f).collect::<Vec<_>>()).map(|s| s.median)
 }
 
-pub fn cpu_table(records: &[CellRecord]) -> Vec<CpuRow> {
-    let mut out = Vec::new();
+/// The victims of the records, in the order they first appear.
+fn victims_in_order(records: &[CellRecord]) -> Vec<String> {
     let mut victims: Vec<String> = Vec::new();
     for r in records {
-        if !victims.contains(&r.cell.victim.to_string()) {
-            victims.push(r.cell.victim.to_string());
+        let v = r.cell.victim.to_string();
+        if !victims.contains(&v) {
+            victims.push(v);
         }
     }
-    for v in victims {
+    victims
+}
+
+pub fn cpu_table(records: &[CellRecord]) -> Vec<CpuRow> {
+    let mut out = Vec::new();
+    for v in victims_in_order(records) {
         for phase in [Phase::Idle, Phase::Attack] {
             let sel = || {
                 records.iter().filter(|r| {
@@ -183,13 +189,7 @@ type Figure = Box<dyn Fn(&CellRecord) -> Option<f64>>;
 /// tracepoints where telemetry has them (none under TCG).
 pub fn profile_table(records: &[CellRecord]) -> Vec<ProfileRow> {
     let mut out = Vec::new();
-    let mut victims: Vec<String> = Vec::new();
-    for r in records {
-        if !victims.contains(&r.cell.victim.to_string()) {
-            victims.push(r.cell.victim.to_string());
-        }
-    }
-    for v in victims {
+    for v in victims_in_order(records) {
         let sel = |phase: Phase| {
             records
                 .iter()

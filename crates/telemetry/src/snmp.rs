@@ -15,21 +15,31 @@ pub const DEFAULT_SECTIONS: [&str; 5] = ["Ip", "Tcp", "Udp", "TcpExt", "IpExt"];
 /// `Sect: Name1 Name2 ...` / `Sect: v1 v2 ...`. Values that are not integers are skipped; a header whose
 /// next line is of another section is skipped. Allocation-free.
 pub fn for_each_counter<'a>(text: &'a str, mut f: impl FnMut(&'a str, &'a str, i64)) {
-    let mut lines = text.lines().peekable();
-    while let Some(header) = lines.next() {
-        let Some((sect, names)) = header.split_once(':') else { continue };
-        let Some(values_line) = lines.peek() else { break };
-        let Some((vsect, values)) = values_line.split_once(':') else { continue };
-        if vsect != sect {
-            continue;
-        }
-        lines.next();
+    for (_, sect, names, values) in section_pairs(text) {
         for (name, value) in names.split_ascii_whitespace().zip(values.split_ascii_whitespace()) {
             if let Ok(v) = value.parse::<i64>() {
                 f(sect, name, v);
             }
         }
     }
+}
+
+/// The `(header line, section, names, values)` of each header line directly followed by a values line
+/// of the same section; anything else is skipped.
+fn section_pairs(text: &str) -> impl Iterator<Item = (&str, &str, &str, &str)> {
+    let mut lines = text.lines().peekable();
+    std::iter::from_fn(move || {
+        while let Some(header) = lines.next() {
+            let Some((sect, names)) = header.split_once(':') else { continue };
+            let Some((vsect, values)) = lines.peek()?.split_once(':') else { continue };
+            if vsect != sect {
+                continue;
+            }
+            lines.next();
+            return Some((header, sect, names, values));
+        }
+        None
+    })
 }
 
 /// Settings and levels rather than event counts.
@@ -53,21 +63,11 @@ pub(crate) struct HeaderNames {
 /// sections not wanted).
 pub(crate) fn emit_snmp(text: &str, sections: &[&str], cache: &mut Vec<HeaderNames>, emit: &mut Emit<'_>) -> usize {
     let mut n = 0;
-    let mut k = 0;
-    let mut lines = text.lines().peekable();
-    while let Some(header) = lines.next() {
-        let Some((sect, names)) = header.split_once(':') else { continue };
-        let Some(values_line) = lines.peek() else { break };
-        let Some((vsect, values)) = values_line.split_once(':') else { continue };
-        if vsect != sect {
-            continue;
-        }
-        lines.next();
+    for (k, (header, sect, names, values)) in section_pairs(text).enumerate() {
         if cache.len() <= k {
             cache.push(HeaderNames::default());
         }
         let entry = &mut cache[k];
-        k += 1;
         if entry.header != header {
             entry.header.clear();
             entry.header.push_str(header);
