@@ -353,10 +353,35 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .find(|p| std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(false))
 }
 
-/// Send `signal` to one process by PID; `Ok(false)` if it no longer exists.
+/// The kernel's largest PID plus one (`/proc/sys/kernel/pid_max`); 4194304 (the 64-bit ceiling) if unreadable.
+pub fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(4_194_304)
+}
+
+/// Is `pid` one process that may be signalled? Refuses 0 (the caller's process group), 1 (init),
+/// anything that is negative as an `i32` (-1 is every process, -N a process group) and anything the
+/// kernel cannot hand out (`>= pid_max`), so a bad PID from a state file never widens a kill.
+pub fn check_pid(pid: u32) -> std::io::Result<i32> {
+    let max = pid_max();
+    let why = match pid {
+        0 => "0 would signal the caller's whole process group",
+        1 => "1 is init",
+        p if p > i32::MAX as u32 => "it is negative as a kernel PID and would signal a process group or every process",
+        p if p >= max => "it is above the kernel's pid_max",
+        p => return Ok(p as i32),
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("refusing to signal PID {pid}: {why} (pid_max {max})"),
+    ))
+}
+
+/// Send `signal` to one process by PID; `Ok(false)` if it no longer exists. A PID that is not one
+/// ordinary process ([`check_pid`]) is an `InvalidInput` error and nothing is sent.
 pub fn signal_pid(pid: u32, signal: i32) -> std::io::Result<bool> {
-    // SAFETY: plain syscall on a PID we recorded ourselves.
-    let rc = unsafe { libc::kill(pid as i32, signal) };
+    let pid = check_pid(pid)?;
+    // SAFETY: plain syscall on one positive PID, checked above.
+    let rc = unsafe { libc::kill(pid, signal) };
     if rc == 0 {
         return Ok(true);
     }
@@ -442,6 +467,35 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote("10.0.0.1/24"), "10.0.0.1/24");
+    }
+
+    #[test]
+    fn signal_pid_refuses_pids_that_are_not_one_process() {
+        let max = pid_max();
+        let child = Cmd::new("sleep").arg("30").spawn_detached(Path::new("/dev/null")).unwrap();
+        let cases: [(&str, u32, bool); 8] = [
+            ("0: own process group", 0, false),
+            ("1: init", 1, false),
+            ("-1 as u32: every process", -1i32 as u32, false),
+            ("i32::MAX + 1: negative as i32", i32::MAX as u32 + 1, false),
+            ("u32::MAX", u32::MAX, false),
+            ("pid_max", max, false),
+            ("pid_max + 1", max + 1, false),
+            ("a real child", child, true),
+        ];
+        for (what, pid, ok) in cases {
+            // Signal 0 only checks; nothing is delivered even where it is allowed.
+            match signal_pid(pid, 0) {
+                Ok(alive) => assert!(ok && alive, "{what}: PID {pid} was accepted"),
+                Err(e) => {
+                    assert!(!ok, "{what}: {e}");
+                    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{what}: {e}");
+                    assert!(e.to_string().contains(&format!("PID {pid}")), "{what}: {e}");
+                }
+            }
+            assert_eq!(stop_pid(pid, Duration::from_millis(100)).is_ok(), ok, "{what}: stop_pid");
+        }
+        assert!(!pid_alive(child));
     }
 
     #[test]
