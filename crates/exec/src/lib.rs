@@ -337,7 +337,9 @@ fn quote_tail(stderr: &str) -> String {
     format!("...{}", &s[start..])
 }
 
-fn shell_quote(s: &str) -> String {
+/// Quote one word for a POSIX shell: words of plain characters stay as they are, anything else is
+/// single-quoted (`'` becomes `'\''`), so `sh -c "cmd $(shell_quote(w))"` passes `w` to `cmd` unchanged.
+pub fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
         s.to_string()
     } else {
@@ -467,6 +469,17 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote("10.0.0.1/24"), "10.0.0.1/24");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// What `sh` gets back from a quoted word is the word (any text but NUL, which argv cannot hold).
+        #[test]
+        fn quoting_round_trips_through_sh(word in "[^\\x00]{0,40}") {
+            let out = Cmd::new("sh").args(["-c", &format!("printf %s {}", shell_quote(&word))]).run().unwrap();
+            proptest::prop_assert_eq!(out.stdout, word);
+        }
     }
 
     #[test]
