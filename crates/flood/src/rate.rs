@@ -2,58 +2,12 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// How fast to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Rate {
-    /// As fast as the sender can go (still bounded by the flood's duration and count).
-    #[default]
-    Unlimited,
-    /// Exactly this many packets per second.
-    PacketsPerSec(u64),
-    /// This many bits per second, counting each packet's Ethernet frame (IP packet + 14-byte header),
-    /// as `tc` rates do.
-    BitsPerSec(u64),
-}
-
-/// Bytes of Ethernet header a bit rate counts on top of the IP packet.
-pub const ETHERNET_HEADER_LEN: u64 = 14;
+/// The one rate type of vmguard (packets/s, bits/s on Ethernet frames as tc counts them, unlimited).
+pub use units::{ETHERNET_HEADER_LEN, MAX_PPS, Rate};
 
 /// How far behind its schedule a sender may fall and still catch up: on a busy host a thread is
 /// often descheduled for a few milliseconds, and forfeiting those packets would make the rate inexact.
 pub const BURST_WINDOW: Duration = Duration::from_millis(20);
-
-/// Highest packet rate accepted: far beyond what one host sends, low enough to catch unit mistakes.
-pub const MAX_PPS: u64 = 100_000_000;
-
-impl Rate {
-    /// Packets per second as a fraction (numerator, denominator) for packets of `ip_len` bytes;
-    /// None for unlimited.
-    pub fn packets_per_sec(&self, ip_len: usize) -> Option<(u128, u128)> {
-        match *self {
-            Rate::Unlimited => None,
-            Rate::PacketsPerSec(p) => Some((u128::from(p), 1)),
-            Rate::BitsPerSec(b) => Some((u128::from(b), u128::from((ip_len as u64 + ETHERNET_HEADER_LEN) * 8))),
-        }
-    }
-
-    /// Packets per second as a float, for messages and splitting.
-    pub fn pps(&self, ip_len: usize) -> Option<f64> {
-        self.packets_per_sec(ip_len).map(|(n, d)| n as f64 / d as f64)
-    }
-}
-
-impl std::fmt::Display for Rate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Rate::Unlimited => write!(f, "unlimited"),
-            Rate::PacketsPerSec(p) => write!(f, "{p} packets/s"),
-            Rate::BitsPerSec(b) => write!(f, "{b} bit/s"),
-        }
-    }
-}
 
 /// Token bucket: packet `i` (counting from 0) becomes due at `i / rate` seconds after the start; at
 /// most `burst` packets may be owed at once (after a stall, older tokens are forfeited rather than

@@ -51,75 +51,9 @@ impl std::str::FromStr for VictimKind {
     }
 }
 
-/// A link rate: bits per second, or unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum Rate {
-    Unlimited,
-    BitsPerSec(u64),
-}
-
-impl Rate {
-    pub fn bits_per_sec(self) -> Option<u64> {
-        match self {
-            Rate::Unlimited => None,
-            Rate::BitsPerSec(b) => Some(b),
-        }
-    }
-}
-
-impl std::str::FromStr for Rate {
-    type Err = String;
-    /// `unlimited`, or a number with an optional unit: `10mbit`, `10Mbit/s`, `500kbit`, `1gbit`, `2000000`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim().to_ascii_lowercase();
-        if t == "unlimited" || t == "none" {
-            return Ok(Rate::Unlimited);
-        }
-        let t = t.trim_end_matches("/s").trim_end_matches("ps");
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("bad rate `{s}`: expected e.g. `10mbit`, `500kbit`, `1gbit` or `unlimited`"))?;
-        let mult = match unit.trim() {
-            "" | "bit" | "b" => 1.0,
-            "k" | "kbit" | "kb" => 1e3,
-            "m" | "mbit" | "mb" => 1e6,
-            "g" | "gbit" | "gb" => 1e9,
-            other => return Err(format!("bad rate unit `{other}` in `{s}`: use bit, kbit, mbit or gbit")),
-        };
-        let bits = (value * mult).round();
-        if !(8000.0..=100e9).contains(&bits) {
-            return Err(format!("rate `{s}` is out of range: between 8kbit and 100gbit, or `unlimited`"));
-        }
-        Ok(Rate::BitsPerSec(bits as u64))
-    }
-}
-
-impl TryFrom<String> for Rate {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<Rate> for String {
-    fn from(r: Rate) -> String {
-        r.to_string()
-    }
-}
-
-impl std::fmt::Display for Rate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Rate::Unlimited => f.write_str("unlimited"),
-            Rate::BitsPerSec(b) if b % 1_000_000 == 0 => write!(f, "{}mbit", b / 1_000_000),
-            Rate::BitsPerSec(b) if b % 1000 == 0 => write!(f, "{}kbit", b / 1000),
-            Rate::BitsPerSec(b) => write!(f, "{b}bit"),
-        }
-    }
-}
+/// The one rate type (packets/s, bits/s on Ethernet frames as tc counts them, or unlimited); the
+/// attacker link takes a bit rate or `unlimited` (checked by [`LabSpec::validate`]).
+pub use units::Rate;
 
 /// Which accelerator the qemu victim uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,6 +177,19 @@ impl LabSpec {
         for v in &self.victims {
             if !seen.insert(v) {
                 return bad(format!("victim `{v}` is listed twice"));
+            }
+        }
+        match self.attacker_rate {
+            Rate::Unlimited => {}
+            Rate::BitsPerSec(b) if b >= 8000 => {}
+            Rate::BitsPerSec(_) => {
+                return bad(format!("attacker_rate = {} is below tc's useful minimum of 8kbit", self.attacker_rate));
+            }
+            Rate::PacketsPerSec(_) => {
+                return bad(format!(
+                    "attacker_rate = {} is a packet rate: the attacker link is shaped by tc in bits, write e.g. \"10mbit\" or \"unlimited\"",
+                    self.attacker_rate
+                ));
             }
         }
         if self.container.cpus <= 0.0 || self.container.cpus > 64.0 {
@@ -375,7 +322,11 @@ mod tests {
         assert_eq!("unlimited".parse::<Rate>().unwrap(), Rate::Unlimited);
         assert!("10 furlongs".parse::<Rate>().is_err());
         assert!("-3mbit".parse::<Rate>().is_err());
-        assert!("1bit".parse::<Rate>().is_err());
+        // A link rate is in bits: a packet rate or a rate below tc's minimum is refused by validate.
+        for bad in ["1bit", "20kpps"] {
+            let spec = LabSpec { attacker_rate: bad.parse().unwrap(), ..Default::default() };
+            assert!(spec.validate().unwrap_err().to_string().contains("attacker_rate"), "{bad}");
+        }
         for r in ["10mbit", "500kbit", "12345bit", "unlimited"] {
             assert_eq!(r.parse::<Rate>().unwrap().to_string(), r);
         }
