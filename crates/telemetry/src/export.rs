@@ -27,9 +27,7 @@
 //! `vmguard agent` adds its detector's per-guest score and alert gauges.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -363,42 +361,47 @@ fn guest_kind_label(kind: GuestKind) -> &'static str {
     }
 }
 
-/// A minimal HTTP/1.1 server for `GET /metrics` on its own thread (one connection at a time, closed
-/// after each response: what a Prometheus scrape needs). Stops when dropped.
+/// The HTTP server for `GET /metrics`: hyper (HTTP/1.1) on a single-threaded tokio runtime of its own
+/// thread, one task per connection, so scrapes are served concurrently and a client that connects and
+/// sends nothing holds only its own task (closed after [`HEADER_READ_TIMEOUT`]), never the others.
+/// Stops when dropped: the runtime goes down with its thread, closing the listener and every open
+/// connection.
 pub struct MetricsServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// How long a connection may take to send a request's headers, idle keep-alive time included.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl MetricsServer {
     /// Listen on `addr` (port 0: any free port, see [`MetricsServer::local_addr`]).
     pub fn bind(addr: SocketAddr, exporter: Exporter) -> Result<Self, ExportError> {
-        let listener = TcpListener::bind(addr).map_err(|source| ExportError::Listen { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| ExportError::Listen { addr, source })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("metrics-http".into())
-                .spawn(move || {
-                    for conn in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        match conn {
-                            Ok(stream) => {
-                                if let Err(e) = serve(stream, &exporter) {
-                                    tracing::debug!("metrics: a request failed: {e}");
-                                }
-                            }
-                            Err(e) => tracing::debug!("metrics: accept failed: {e}"),
-                        }
-                    }
-                })
-                .map_err(|source| ExportError::Listen { addr, source })?
+        let listen_err = |source| ExportError::Listen { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(listen_err)?;
+        let local = listener.local_addr().map_err(listen_err)?;
+        listener.set_nonblocking(true).map_err(listen_err)?;
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build().map_err(listen_err)?;
+        let listener = {
+            let _in_runtime = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(listen_err)?
         };
-        Ok(MetricsServer { addr, stop, thread: Some(thread) })
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("metrics-http".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::spawn(accept_loop(listener, exporter));
+                    // Sent or dropped: either way, stop.
+                    let _ = stopped.await;
+                });
+                // Dropping the runtime cancels the accept loop and every connection task.
+                drop(runtime);
+            })
+            .map_err(listen_err)?;
+        Ok(MetricsServer { addr: local, stop: Some(stop), thread: Some(thread) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -408,66 +411,76 @@ impl MetricsServer {
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept() with a connection of our own.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn serve(stream: TcpStream, exporter: &Exporter) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    if reader.by_ref().take(8192).read_line(&mut request_line)? == 0 {
-        return Ok(());
+async fn accept_loop(listener: tokio::net::TcpListener, exporter: Exporter) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::debug!("metrics: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let exporter = exporter.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let reply = respond(&req, &exporter);
+            async move { Ok::<_, std::convert::Infallible>(reply) }
+        });
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("metrics: connection from {peer}: {e}");
+            }
+        });
     }
-    // Skip the headers (bounded).
-    let mut line = String::new();
-    for _ in 0..100 {
-        line.clear();
-        if reader.by_ref().take(8192).read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
+}
+
+fn respond(
+    req: &hyper::Request<hyper::body::Incoming>,
+    exporter: &Exporter,
+) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+    use hyper::{Method, StatusCode};
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let (status, content_type, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => (StatusCode::OK, CONTENT_TYPE, exporter.encode()),
+        (&Method::GET | &Method::HEAD, "/") => {
+            (StatusCode::OK, TEXT, "vmguard collector: metrics at /metrics\n".to_string())
         }
-    }
-    let mut parts = request_line.split_ascii_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => ("200 OK", CONTENT_TYPE, exporter.encode()),
-        ("GET" | "HEAD", "/") => {
-            ("200 OK", "text/plain; charset=utf-8", "vmguard collector: metrics at /metrics\n".to_string())
-        }
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found: try /metrics\n".to_string()),
-        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_string()),
+        (&Method::GET | &Method::HEAD, _) => (StatusCode::NOT_FOUND, TEXT, "not found: try /metrics\n".to_string()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n".to_string()),
     };
-    let mut out = stream;
-    write!(
-        out,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    if method != "HEAD" {
-        out.write_all(body.as_bytes())?;
+    let mut reply = hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from(body)));
+    *reply.status_mut() = status;
+    reply.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        reply.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
     }
-    out.flush()
+    reply
 }
 
 /// Fetch `path` from a metrics server (tests and `--check` style tooling): the body of a 200 response.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {CONTENT_TYPE}\r\nConnection: close\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(format!("GET {path}: {}", head.lines().next().unwrap_or(""))));
-    }
-    Ok(body.to_string())
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(None)
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let fail = |e: ureq::Error| std::io::Error::other(format!("GET {url}: {e}"));
+    agent.get(&url).header("Accept", CONTENT_TYPE).call().map_err(fail)?.body_mut().read_to_string().map_err(fail)
 }
 
 #[cfg(test)]
@@ -565,5 +578,81 @@ mod tests {
         let addr = server.local_addr();
         drop(server);
         assert!(http_get(addr, "/metrics").is_err(), "stopped");
+    }
+
+    fn served() -> (Exporter, MetricsServer) {
+        let e = Exporter::new();
+        e.add_guest("vm", GuestKind::Qemu);
+        e.update(&[s("vm", SourceId::Netdev, "rx_packets", 42, Kind::Counter)], &[None]);
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), e.clone()).unwrap();
+        (e, server)
+    }
+
+    /// The raw exchange, to check the head a scraper sees.
+    fn raw_get(addr: SocketAddr, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    #[test]
+    fn serves_the_openmetrics_content_type_and_404_elsewhere() {
+        let (_e, server) = served();
+        let reply = raw_get(server.local_addr(), "/metrics?x=1");
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.to_ascii_lowercase().contains(&format!("content-type: {CONTENT_TYPE}")), "{reply}");
+        assert!(reply.trim_end().ends_with("# EOF"), "{reply}");
+        assert!(raw_get(server.local_addr(), "/metricsx").starts_with("HTTP/1.1 404"));
+    }
+
+    #[test]
+    fn an_idle_client_does_not_block_a_scrape() {
+        let (_e, server) = served();
+        let addr = server.local_addr();
+        // One client connects and sends nothing; another sends half a request line and stalls.
+        let _idle = std::net::TcpStream::connect(addr).unwrap();
+        let mut half = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut half, b"GET /met").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let t = std::time::Instant::now();
+        let body = http_get(addr, "/metrics").unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1), "scrape took {:?}", t.elapsed());
+        assert!(body.contains(r#"counter="rx_packets"} 42"#), "{body}");
+    }
+
+    #[test]
+    fn concurrent_scrapes_all_succeed() {
+        let (_e, server) = served();
+        let addr = server.local_addr();
+        let scrapers: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..5).map(|_| http_get(addr, "/metrics").map(|b| b.contains("# EOF"))).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for s in scrapers {
+            for r in s.join().unwrap() {
+                assert!(r.unwrap(), "a full exposition");
+            }
+        }
+    }
+
+    #[test]
+    fn drop_stops_promptly_and_frees_the_port() {
+        let (_e, server) = served();
+        let addr = server.local_addr();
+        // Connections still open at drop time do not hold it up.
+        let _idle = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let t = std::time::Instant::now();
+        drop(server);
+        assert!(t.elapsed() < Duration::from_secs(1), "drop took {:?}", t.elapsed());
+        let again = std::net::TcpListener::bind(addr).expect("port freed");
+        drop(again);
     }
 }
