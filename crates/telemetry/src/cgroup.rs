@@ -198,11 +198,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("vmgt-cgroup-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tmpdir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("vmgt-cgroup-{tag}-")).tempdir().unwrap()
     }
 
     fn run(src: &mut CgroupCpu) -> Vec<(String, u64)> {
@@ -213,7 +210,8 @@ mod tests {
 
     #[test]
     fn v1_hybrid_layout() {
-        let root = tmpdir("v1");
+        let tmp = tmpdir("v1");
+        let root = tmp.path();
         let acct = root.join("cpuacct/vmguard/ct1");
         let cpu = root.join("cpu/vmguard/ct1");
         std::fs::create_dir_all(&acct).unwrap();
@@ -221,7 +219,7 @@ mod tests {
         std::fs::write(acct.join("cpuacct.usage"), "123456789\n").unwrap();
         std::fs::write(acct.join("cpuacct.stat"), "user 10\nsystem 3\n").unwrap();
         std::fs::write(cpu.join("cpu.stat"), "nr_periods 50\nnr_throttled 7\nthrottled_time 99000\n").unwrap();
-        let got = run(&mut CgroupCpu::with_root("ct1", "/vmguard/ct1", &root));
+        let got = run(&mut CgroupCpu::with_root("ct1", "/vmguard/ct1", root));
         let want = [
             ("cpu.usage_ns", 123456789),
             ("cpu.user_ns", 100_000_000),
@@ -231,12 +229,12 @@ mod tests {
             ("cpu.throttled_ns", 99000),
         ];
         assert_eq!(got, want.map(|(k, v)| (k.to_string(), v)));
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn v2_layout() {
-        let root = tmpdir("v2");
+        let tmp = tmpdir("v2");
+        let root = tmp.path();
         let dir = root.join("unified/vmguard/ct1");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
@@ -244,19 +242,18 @@ mod tests {
             "usage_usec 2000\nuser_usec 1500\nsystem_usec 500\nnr_periods 4\nnr_throttled 1\nthrottled_usec 30\nnr_bursts 0\n",
         )
         .unwrap();
-        let got = run(&mut CgroupCpu::with_root("ct1", "vmguard/ct1", &root));
+        let got = run(&mut CgroupCpu::with_root("ct1", "vmguard/ct1", root));
         assert_eq!(got[0], ("cpu.usage_ns".to_string(), 2_000_000));
         assert!(got.contains(&("cpu.throttled_ns".to_string(), 30_000)));
         assert!(got.contains(&("cpu.nr_throttled".to_string(), 1)));
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn missing_cgroup_is_an_error_not_a_panic() {
-        let root = tmpdir("none");
-        let err = CgroupCpu::with_root("g", "nope", &root).sample(0, &mut Vec::new()).unwrap_err();
+        let tmp = tmpdir("none");
+        let root = tmp.path();
+        let err = CgroupCpu::with_root("g", "nope", root).sample(0, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("cgroup `nope` not found"), "{err}");
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     proptest! {

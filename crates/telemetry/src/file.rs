@@ -89,8 +89,8 @@ mod tests {
 
     #[test]
     fn rereads_fresh_content_and_reopens_replaced_files() {
-        let dir = std::env::temp_dir().join(format!("vmgt-keptfile-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new().prefix("vmgt-keptfile-").tempdir().unwrap();
+        let dir = tmp.path();
         let p = dir.join("f");
         std::fs::write(&p, "one").unwrap();
         let mut f = KeptFile::new(&p);
@@ -113,6 +113,5 @@ mod tests {
         let mut stat = KeptFile::new("/proc/self/stat");
         stat.read(&mut buf).unwrap();
         assert!(buf.contains(&format!("{} (", std::process::id())));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

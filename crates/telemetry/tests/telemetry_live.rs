@@ -43,27 +43,18 @@ fn value(samples: &[Sample], counter: &str) -> u64 {
     samples.iter().find(|s| s.counter == counter).unwrap_or_else(|| panic!("no sample {counter}: {samples:?}")).value
 }
 
-/// A scratch directory, removed when dropped (also when the test fails).
-struct Scratch(PathBuf);
+/// A scratch directory (tempfile), removed when dropped (also when the test fails).
+struct Scratch(tempfile::TempDir);
 
 impl std::ops::Deref for Scratch {
     type Target = Path;
     fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
 fn scratch(tag: &str) -> Scratch {
-    let d = std::env::temp_dir().join(format!("vmgt-live-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Scratch(d)
+    Scratch(tempfile::Builder::new().prefix(&format!("vmgt-live-{tag}-")).tempdir().unwrap())
 }
 
 /// A process started by a test, stopped by PID when dropped.
