@@ -62,9 +62,12 @@ pub fn ensure(
         hasher.update(part);
     }
     hasher.update(file_digest(&busybox)?);
+    // Sorted and deduplicated by path: the same set of programs is the same image in any order.
     let programs = resolve_programs(programs)?;
     for p in &programs {
-        hasher.update(p.as_os_str().as_encoded_bytes());
+        let path = p.as_os_str().as_encoded_bytes();
+        hasher.update((path.len() as u64).to_le_bytes());
+        hasher.update(path);
         hasher.update(file_digest(p)?);
     }
     if let Some(tool) = tool {
@@ -228,16 +231,17 @@ fn depmod() -> Result<PathBuf, LabError> {
         .ok_or_else(|| LabError::Missing("depmod (Debian package kmod): run `make deps`".into()))
 }
 
-/// Host programs to copy into the guest, by name on PATH or absolute path.
+/// Host programs to copy into the guest, by name on PATH or absolute path: sorted, each path once.
 fn resolve_programs(programs: &[String]) -> Result<Vec<PathBuf>, LabError> {
-    programs
+    let paths: BTreeSet<PathBuf> = programs
         .iter()
         .map(|p| {
             let path = if p.contains('/') { Some(PathBuf::from(p)) } else { exec::which(p) };
             path.filter(|p| p.exists())
                 .ok_or_else(|| LabError::Missing(format!("guest program `{p}` is not installed on the host")))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(paths.into_iter().collect())
 }
 
 /// Shared libraries (and the loader) a dynamically linked program needs, from `ldd`.
@@ -432,6 +436,16 @@ kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_modern_dev
 kernel/drivers/virtio/virtio_pci_modern_dev.ko:\n\
 kernel/drivers/virtio/virtio_ring.ko: kernel/drivers/virtio/virtio.ko\n\
 kernel/drivers/virtio/virtio.ko:\n";
+
+    #[test]
+    fn programs_resolve_sorted_and_once_so_the_cache_key_ignores_order_and_repeats() {
+        let a = resolve_programs(&["/bin/sh".into(), "/bin/cat".into(), "/bin/sh".into()]).unwrap();
+        let b = resolve_programs(&["/bin/cat".into(), "/bin/sh".into()]).unwrap();
+        assert_eq!(a, [PathBuf::from("/bin/cat"), PathBuf::from("/bin/sh")]);
+        assert_eq!(a, b);
+        let err = resolve_programs(&["vmguard-no-such-program".into()]).unwrap_err().to_string();
+        assert!(err.contains("vmguard-no-such-program"), "{err}");
+    }
 
     #[test]
     fn modules_come_after_their_dependencies() {

@@ -56,7 +56,7 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
     let image = if spec.victims.contains(&VictimKind::Qemu) {
         progress("guest image");
         let image =
-            image::ensure(&spec.cache_dir, &spec.qemu.kernel_package, &spec.qemu.guest_programs, tool, progress)?;
+            image::ensure(&spec.cache_dir, &spec.qemu.kernel_package, &spec.qemu.all_guest_programs(), tool, progress)?;
         state.image = Some(image.clone());
         state.save()?;
         Some(image)

@@ -77,8 +77,27 @@ pub struct QemuSpec {
     pub disk_mib: u32,
     /// How long the guest may take to boot to its HTTP server.
     pub boot_timeout_secs: u64,
-    /// Host programs copied into the guest with their shared libraries (benchmarks, tools).
+    /// Extra host programs copied into the guest with their shared libraries, on top of
+    /// [`QemuSpec::REQUIRED_GUEST_PROGRAMS`] (always there): names on PATH or absolute paths.
     pub guest_programs: Vec<String>,
+}
+
+impl QemuSpec {
+    /// The programs the guest always gets: the benchmark tools `vmguard bench` runs inside it (both
+    /// Debian packages in `make deps`); with them the initramfs grows from ~2.5 to ~33 MB, boot stays
+    /// ~5-6 s.
+    pub const REQUIRED_GUEST_PROGRAMS: [&'static str; 2] = ["sysbench", "iperf3"];
+
+    /// Every program for the guest: the required ones, then the configured extras, each name once.
+    pub fn all_guest_programs(&self) -> Vec<String> {
+        let mut all: Vec<String> = Self::REQUIRED_GUEST_PROGRAMS.iter().map(|p| p.to_string()).collect();
+        for p in &self.guest_programs {
+            if !all.contains(p) {
+                all.push(p.clone());
+            }
+        }
+        all
+    }
 }
 
 impl Default for QemuSpec {
@@ -90,9 +109,8 @@ impl Default for QemuSpec {
             kernel_package: String::new(),
             disk_mib: 512,
             boot_timeout_secs: 120,
-            // The benchmark tools `vmguard bench` runs inside the guest (both Debian packages in
-            // `make deps`); with them the initramfs grows from ~2.5 to ~33 MB, boot stays ~5-6 s.
-            guest_programs: vec!["sysbench".into(), "iperf3".into()],
+            // No extras: the required programs are always added (`all_guest_programs`).
+            guest_programs: Vec::new(),
         }
     }
 }
@@ -298,6 +316,18 @@ fn victim_role(kind: VictimKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_programs_add_to_the_required_ones() {
+        let mut q = QemuSpec::default();
+        assert!(q.guest_programs.is_empty());
+        assert_eq!(q.all_guest_programs(), ["sysbench", "iperf3"]);
+        q.guest_programs = vec!["curl".into(), "iperf3".into(), "curl".into(), "/usr/bin/wrk".into()];
+        assert_eq!(q.all_guest_programs(), ["sysbench", "iperf3", "curl", "/usr/bin/wrk"]);
+        // A config that lists only extras still gets the benchmark tools.
+        let spec: LabSpec = toml::from_str("[qemu]\nguest_programs = [\"curl\"]\n").unwrap();
+        assert_eq!(spec.qemu.all_guest_programs(), ["sysbench", "iperf3", "curl"]);
+    }
 
     #[test]
     fn default_spec_is_valid_and_plan_is_inside_network() {
