@@ -73,8 +73,8 @@ fn record(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = std::env::temp_dir().join(format!("vmgt-bench-{}", std::process::id()));
-    let (snmp, netstat, netdev, cg, proc) = record(&dir);
+    let tmp = tempfile::Builder::new().prefix("vmgt-bench-").tempdir().unwrap();
+    let (snmp, netstat, netdev, cg, proc) = record(tmp.path());
     let mut sources: Vec<Box<dyn Source>> = vec![
         Box::new(NetDev::from_file("vm1", "vmtap0", &netdev)),
         Box::new(NetSnmp::from_files("vm1", &snmp, &netstat)),
@@ -138,7 +138,6 @@ fn bench(c: &mut Criterion) {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/docs/fixtures");
     let vcpu = std::fs::read_to_string(format!("{fixtures}/qmp-query-stats-vcpu.json")).unwrap();
     c.bench_function("parse/qmp query-stats vcpu reply", |b| b.iter(|| parse_query_stats(black_box(&vcpu)).unwrap()));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn thread_cpu_ns() -> u64 {
