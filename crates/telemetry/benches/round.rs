@@ -11,7 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use telemetry::Source;
 use telemetry::cgroup::CgroupCpu;
 use telemetry::netdev::{NetDev, parse_netdev_iface};
-use telemetry::procfs::{ProcessCpu, parse_stat};
+use telemetry::procfs::{ProcessCpu, parse_pid_stat};
 use telemetry::qmp::parse_query_stats;
 use telemetry::snmp::{NetSnmp, for_each_counter};
 
@@ -133,7 +133,7 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("parse/netdev one iface", |b| b.iter(|| parse_netdev_iface(black_box(NETDEV), "vmtap0")));
     let stat = std::fs::read_to_string(proc.join("stat")).unwrap();
-    c.bench_function("parse/proc stat", |b| b.iter(|| parse_stat(black_box(&stat)).map(|s| s.utime)));
+    c.bench_function("parse/proc stat", |b| b.iter(|| parse_pid_stat(black_box(&stat)).map(|s| s.utime)));
 
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/docs/fixtures");
     let vcpu = std::fs::read_to_string(format!("{fixtures}/qmp-query-stats-vcpu.json")).unwrap();

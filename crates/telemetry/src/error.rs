@@ -73,3 +73,21 @@ impl TelemetryError {
         TelemetryError::Read { path: path.into(), source }
     }
 }
+
+/// A kernel file or a tool's output did not have the shape its parser expects. Every pure parser of
+/// text in vmguard (`/proc/stat`, `/proc/net/netstat`, sysbench, iperf3, ...) fails with this.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot parse {tool} output: {reason}; output starts with: {head:?}")]
+pub struct ParseError {
+    /// What printed the text: `/proc/stat`, `sysbench cpu`, ...
+    pub tool: &'static str,
+    pub reason: String,
+    /// The first characters of the text, to recognize what came back (an error message, nothing).
+    pub head: String,
+}
+
+impl ParseError {
+    pub fn new(tool: &'static str, reason: impl Into<String>, text: &str) -> ParseError {
+        ParseError { tool, reason: reason.into(), head: text.trim_start().chars().take(160).collect() }
+    }
+}

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// What kind of victim a guest is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What kind of victim a guest is: the one naming of victim kinds (the lab's `VictimKind` is this type).
+/// Written lowercase everywhere: [`GuestKind::as_str`], `Display`, `FromStr` and serde agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GuestKind {
     /// A plain process (the non-virtualized baseline).
@@ -16,6 +17,38 @@ pub enum GuestKind {
     Qemu,
     /// A Xen domain.
     Xen,
+}
+
+impl GuestKind {
+    /// Every kind, in the order tables and reports list them.
+    pub const ALL: [GuestKind; 4] = [GuestKind::Vanilla, GuestKind::Container, GuestKind::Qemu, GuestKind::Xen];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuestKind::Vanilla => "vanilla",
+            GuestKind::Container => "container",
+            GuestKind::Qemu => "qemu",
+            GuestKind::Xen => "xen",
+        }
+    }
+}
+
+impl std::fmt::Display for GuestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not a [`GuestKind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown victim kind `{0}`: expected vanilla, container, qemu or xen")]
+pub struct UnknownGuestKind(pub String);
+
+impl std::str::FromStr for GuestKind {
+    type Err = UnknownGuestKind;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        GuestKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownGuestKind(s.to_string()))
+    }
 }
 
 /// A network interface and the namespace it lives in (`None`: the host's).
@@ -59,5 +92,23 @@ impl GuestInfo {
             cgroup: None,
             xen_domid: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_agree() {
+        for k in GuestKind::ALL {
+            assert_eq!(k.as_str().parse::<GuestKind>(), Ok(k));
+            assert_eq!(k.to_string(), k.as_str());
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+            assert_eq!(serde_json::from_str::<GuestKind>(&format!("\"{k}\"")).unwrap(), k);
+        }
+        let err = "kvm".parse::<GuestKind>().unwrap_err().to_string();
+        assert_eq!(err, "unknown victim kind `kvm`: expected vanilla, container, qemu or xen");
+        assert!("Qemu".parse::<GuestKind>().is_err(), "names are lowercase");
     }
 }

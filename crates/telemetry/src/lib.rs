@@ -43,8 +43,8 @@ pub mod pipeline;
 #[cfg(feature = "sources")]
 pub use collect::{Collector, SourceFailure, sources_for};
 pub use delta::{Delta, DeltaTracker, delta};
-pub use error::TelemetryError;
-pub use guest::{GuestInfo, GuestKind, Iface};
+pub use error::{ParseError, TelemetryError};
+pub use guest::{GuestInfo, GuestKind, Iface, UnknownGuestKind};
 pub use sample::{Kind, Name, NameCache, Sample, SourceId, unix_now_ns};
 
 /// One place a guest's counters come from. `sample` appends this round's readings to `out`.

@@ -1,4 +1,10 @@
-//! A guest's host process (qemu, container init, server): CPU time per thread and context switches.
+//! The kernel's process and CPU accounting in `/proc`: the one set of parsers for it, pure functions of
+//! the text ([`parse_stat`] for `/proc/stat` with [`cpu_share`], [`parse_softirqs`] for
+//! `/proc/softirqs`, [`parse_pid_stat`], [`parse_status_ctxt`], [`parse_status_name`] and
+//! [`parse_schedstat`] for a process's or thread's files), and the [`ProcessCpu`] source on top.
+//!
+//! [`ProcessCpu`] watches a guest's host process (qemu, container init, server): CPU time per thread and
+//! context switches.
 //!
 //! Samples every round: `cpu_ns` (whole process, live and exited threads, from `/proc/PID/stat`),
 //! `threads` (gauge), and from each live thread's `schedstat` (nanosecond CPU time kept by the scheduler):
@@ -13,19 +19,170 @@
 //! second for every thread would be most of the collector's cost. Kernels without `schedstat`
 //! (CONFIG_SCHED_INFO unset) fall back to each thread's `stat` (10 ms ticks) for `thread.*.cpu_ns`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cgroup::USER_HZ;
 use crate::file::KeptFile;
 use crate::sample::{Emit, Kind, Name, NameCache, Sample, SourceId};
-use crate::{Source, TelemetryError};
+use crate::{ParseError, Source, TelemetryError};
 
 const NS_PER_TICK: u64 = 1_000_000_000 / USER_HZ;
 
-/// What vmguard uses of a `/proc/*/stat` line.
+/// CPU time of one `cpu` line of `/proc/stat`, in USER_HZ ticks; columns an older kernel does not print
+/// are 0. `guest` and `guest_nice` are already counted in `user` and `nice`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CpuTimes {
+    pub user: u64,
+    pub nice: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub iowait: u64,
+    pub irq: u64,
+    pub softirq: u64,
+    pub steal: u64,
+    pub guest: u64,
+    pub guest_nice: u64,
+}
+
+impl CpuTimes {
+    /// All CPU time (without `guest` and `guest_nice`, which `user` and `nice` hold already).
+    pub fn total(&self) -> u64 {
+        [self.user, self.nice, self.system, self.idle, self.iowait, self.irq, self.softirq, self.steal]
+            .iter()
+            .fold(0u64, |a, &b| a.saturating_add(b))
+    }
+
+    /// The numbers after `cpu` / `cpuN`: at least user, nice, system and idle.
+    fn parse(values: &str, line: &str, text: &str) -> Result<CpuTimes, ParseError> {
+        let mut v = [0u64; 10];
+        let mut n = 0;
+        for w in values.split_ascii_whitespace().take(v.len()) {
+            v[n] = w.parse().map_err(|_| ParseError::new(STAT, format!("`{w}` in `{line}` is not a count"), text))?;
+            n += 1;
+        }
+        if n < 4 {
+            return Err(ParseError::new(STAT, format!("`{line}` has {n} numbers, expected at least 4"), text));
+        }
+        let [user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice] = v;
+        Ok(CpuTimes { user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice })
+    }
+}
+
+/// What vmguard uses of `/proc/stat`: CPU time of the whole host and of each CPU, and the global
+/// counters since boot. A kernel always prints `ctxt`, `intr` and `softirq`; a text without them reads 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProcStat {
+    /// The aggregate `cpu` line: all CPUs summed.
+    pub cpu: CpuTimes,
+    /// The `cpuN` lines in the order the kernel prints them (online CPUs only).
+    pub cpus: Vec<CpuTimes>,
+    /// Context switches.
+    pub ctxt: u64,
+    /// Interrupts serviced (first field of `intr`).
+    pub intr: u64,
+    /// Softirqs run (first field of `softirq`).
+    pub softirqs: u64,
+}
+
+const STAT: &str = "/proc/stat";
+
+/// Parse `/proc/stat`. The aggregate `cpu` line must be there; a `cpu` line with fewer than 4 numbers
+/// or a word that is not a count is an error.
+pub fn parse_stat(text: &str) -> Result<ProcStat, ParseError> {
+    let mut cpu = None;
+    let mut stat = ProcStat::default();
+    let first = |rest: &str| rest.split_ascii_whitespace().next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    for line in text.lines() {
+        let Some((key, rest)) = line.split_once(|c: char| c.is_ascii_whitespace()) else { continue };
+        match key {
+            "cpu" => cpu = Some(CpuTimes::parse(rest, line, text)?),
+            "ctxt" => stat.ctxt = first(rest),
+            "intr" => stat.intr = first(rest),
+            "softirq" => stat.softirqs = first(rest),
+            k if k.len() > 3 && k.starts_with("cpu") && k[3..].bytes().all(|b| b.is_ascii_digit()) => {
+                stat.cpus.push(CpuTimes::parse(rest, line, text)?)
+            }
+            _ => {}
+        }
+    }
+    stat.cpu = cpu.ok_or_else(|| ParseError::new(STAT, "no aggregate `cpu ` line", text))?;
+    Ok(stat)
+}
+
+/// Shares of CPU time between two `/proc/stat` readings, in percent of all CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CpuShare {
+    /// Everything but idle and iowait.
+    pub busy_pct: f64,
+    /// user + nice.
+    pub user_pct: f64,
+    pub system_pct: f64,
+    pub irq_pct: f64,
+    pub softirq_pct: f64,
+    pub steal_pct: f64,
+}
+
+/// CPU shares of all CPUs between two readings (`after` later than `before`). Columns that went
+/// backwards count as zero; no time passed gives all zeros.
+pub fn cpu_share(before: &CpuTimes, after: &CpuTimes) -> CpuShare {
+    let total = after.total().saturating_sub(before.total());
+    if total == 0 {
+        return CpuShare::default();
+    }
+    let pct = |a: u64, b: u64| (100.0 * a.saturating_sub(b) as f64 / total as f64).min(100.0);
+    let idle = pct(after.idle.saturating_add(after.iowait), before.idle.saturating_add(before.iowait));
+    CpuShare {
+        busy_pct: (100.0 - idle).max(0.0),
+        user_pct: pct(after.user.saturating_add(after.nice), before.user.saturating_add(before.nice)),
+        system_pct: pct(after.system, before.system),
+        irq_pct: pct(after.irq, before.irq),
+        softirq_pct: pct(after.softirq, before.softirq),
+        steal_pct: pct(after.steal, before.steal),
+    }
+}
+
+/// Per-CPU counters summed over the CPUs, by row name: `NET_RX` → count.
+pub type CounterTable = BTreeMap<String, u64>;
+
+/// Parse `/proc/softirqs` (`NET_RX`, `TIMER`, ... summed over CPUs).
+pub fn parse_softirqs(text: &str) -> Result<CounterTable, ParseError> {
+    const TOOL: &str = "/proc/softirqs";
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let cpus = header.split_ascii_whitespace().filter(|w| w.starts_with("CPU")).count();
+    if cpus == 0 {
+        return Err(ParseError::new(TOOL, "no `CPU0 CPU1 ...` header", text));
+    }
+    let mut table = CounterTable::new();
+    for line in lines {
+        let Some((name, rest)) = line.split_once(':') else { continue };
+        let name = name.trim();
+        if name.is_empty() {
+            continue;
+        }
+        let total = rest
+            .split_ascii_whitespace()
+            .take(cpus)
+            .map_while(|w| w.parse::<u64>().ok())
+            .fold(0u64, |a, b| a.saturating_add(b));
+        table.insert(name.to_string(), total);
+    }
+    if table.is_empty() {
+        return Err(ParseError::new(TOOL, "no `NAME: count ...` rows", text));
+    }
+    Ok(table)
+}
+
+/// Row-wise `after - before` (a row missing before counts from 0; a decrease gives 0).
+pub fn table_delta(before: &CounterTable, after: &CounterTable) -> CounterTable {
+    after.iter().map(|(k, v)| (k.clone(), v.saturating_sub(before.get(k).copied().unwrap_or(0)))).collect()
+}
+
+/// What vmguard uses of a `/proc/PID/stat` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcStat<'a> {
+pub struct PidStat<'a> {
     /// The command (thread) name, between the first `(` and the last `)`.
     pub comm: &'a str,
     pub state: char,
@@ -37,7 +194,7 @@ pub struct ProcStat<'a> {
 
 /// Parse `/proc/PID/stat` or `/proc/PID/task/TID/stat`. The name may hold spaces and parentheses, so
 /// the fields are counted from the last `)`. Allocation-free.
-pub fn parse_stat(text: &str) -> Option<ProcStat<'_>> {
+pub fn parse_pid_stat(text: &str) -> Option<PidStat<'_>> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     if close < open {
@@ -52,7 +209,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat<'_>> {
     let stime = f.next()?.parse().ok()?; // 15
     let mut f = f.skip(4); // 16..=19
     let num_threads = f.next()?.parse().ok()?; // 20
-    Some(ProcStat { comm, state, utime, stime, num_threads })
+    Some(PidStat { comm, state, utime, stime, num_threads })
 }
 
 /// `(voluntary_ctxt_switches, nonvoluntary_ctxt_switches)` of a `/proc/*/status` text.
@@ -262,7 +419,7 @@ impl Source for ProcessCpu {
 
     fn sample(&mut self, time_ns: i64, out: &mut Vec<Sample>) -> Result<(), TelemetryError> {
         self.process.read(&mut self.stat)?;
-        let process = parse_stat(&self.stat)
+        let process = parse_pid_stat(&self.stat)
             .map(|st| (st.utime + st.stime, st.num_threads))
             .ok_or_else(|| TelemetryError::parse(self.process.path().display().to_string(), "unexpected format"))?;
         if self.threads.len() as u64 != process.1 {
@@ -297,7 +454,7 @@ impl Source for ProcessCpu {
                     // No schedstat on this kernel (the thread's stat is still there): stat from now on.
                     self.schedstat = false;
                 }
-                match parse_stat(&self.stat) {
+                match parse_pid_stat(&self.stat) {
                     Some(st) => (st.utime + st.stime).saturating_mul(NS_PER_TICK),
                     None => continue,
                 }
@@ -335,11 +492,11 @@ mod tests {
 
     #[test]
     fn stat_with_spaces_in_the_name() {
-        let s = parse_stat(VCPU).unwrap();
+        let s = parse_pid_stat(VCPU).unwrap();
         assert_eq!((s.comm, s.state, s.utime, s.stime, s.num_threads), ("CPU 0/KVM", 'R', 1000, 400, 7));
-        let s = parse_stat("1 (a) b) (c) S 0 0 0 0 0 0 0 0 0 0 5 6 0 0 0 0 3").unwrap();
+        let s = parse_pid_stat("1 (a) b) (c) S 0 0 0 0 0 0 0 0 0 0 5 6 0 0 0 0 3").unwrap();
         assert_eq!((s.comm, s.utime, s.stime, s.num_threads), ("a) b) (c", 5, 6, 3));
-        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_pid_stat("garbage"), None);
     }
 
     #[test]
@@ -367,7 +524,7 @@ mod tests {
         let guest: Arc<str> = "vm".into();
         let mut out = Vec::new();
         t.emit(
-            parse_stat(STAT).map(|s| (s.utime + s.stime, s.num_threads)),
+            parse_pid_stat(STAT).map(|s| (s.utime + s.stime, s.num_threads)),
             true,
             &mut Emit::new(&mut out, &guest, SourceId::Process, 0),
         );
@@ -408,10 +565,138 @@ mod tests {
         assert!(err.to_string().contains("cannot read /proc/"), "{err}");
     }
 
+    const PROC_STAT: &str = include_str!("../tests/fixtures/proc-stat.txt");
+    const SOFTIRQS: &str = include_str!("../tests/fixtures/proc-softirqs.txt");
+
+    #[test]
+    fn proc_stat_of_a_real_host() {
+        let s = parse_stat(PROC_STAT).unwrap();
+        let c = s.cpu;
+        assert_eq!((c.user, c.system, c.idle, c.iowait, c.softirq, c.steal), (243887, 56939, 121766, 3923, 21018, 875));
+        assert_eq!(s.cpus.len(), 2);
+        assert_eq!(s.cpus[1].system, 35404);
+        assert_eq!((s.ctxt, s.intr, s.softirqs), (3493059, 4509833, 93013013));
+        let t = parse_softirqs(SOFTIRQS).unwrap();
+        assert_eq!(t["NET_RX"], 29034277 + 61152437);
+        assert_eq!(t.len(), 10);
+    }
+
+    #[test]
+    fn proc_stat_errors_say_what_is_wrong() {
+        assert!(parse_stat("").unwrap_err().to_string().contains("/proc/stat"));
+        assert!(parse_stat("cpu  1 2").unwrap_err().to_string().contains("at least 4"));
+        assert!(parse_stat("cpu  1 2 3 4\ncpu0 1 x 3 4\n").unwrap_err().to_string().contains("`x`"));
+        // A 2.4-era line of 4 columns and nothing else.
+        let old = parse_stat("cpu 1 2 3 4\n").unwrap();
+        assert_eq!((old.cpu.idle, old.cpu.softirq, old.ctxt), (4, 0, 0));
+        assert!(parse_softirqs("hello").unwrap_err().to_string().contains("header"));
+        assert!(parse_softirqs("   CPU0\n").unwrap_err().to_string().contains("rows"));
+    }
+
+    #[test]
+    fn shares_and_deltas() {
+        let a = CpuTimes { user: 100, idle: 100, ..Default::default() };
+        let b = CpuTimes { user: 150, idle: 120, softirq: 30, ..Default::default() };
+        let c = cpu_share(&a, &b);
+        assert_eq!((c.busy_pct, c.user_pct, c.softirq_pct), (80.0, 50.0, 30.0));
+        assert_eq!(cpu_share(&b, &a), CpuShare::default());
+        assert_eq!(cpu_share(&a, &a), CpuShare::default());
+        let before: CounterTable = [("NET_RX".to_string(), 5)].into();
+        let after: CounterTable = [("NET_RX".to_string(), 9), ("X".to_string(), 2)].into();
+        assert_eq!(table_delta(&before, &after), [("NET_RX".to_string(), 4), ("X".to_string(), 2)].into());
+        assert_eq!(table_delta(&after, &before)["NET_RX"], 0);
+    }
+
+    fn cpu_times() -> impl Strategy<Value = CpuTimes> {
+        proptest::array::uniform10(0u64..1 << 40).prop_map(
+            |[user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice]| CpuTimes {
+                user,
+                nice,
+                system,
+                idle,
+                iowait,
+                irq,
+                softirq,
+                steal,
+                guest,
+                guest_nice,
+            },
+        )
+    }
+
+    /// `/proc/stat` as the kernel prints it.
+    fn render(s: &ProcStat) -> String {
+        let line = |name: &str, c: &CpuTimes| {
+            let v = [c.user, c.nice, c.system, c.idle, c.iowait, c.irq, c.softirq, c.steal, c.guest, c.guest_nice];
+            format!("{name} {}\n", v.map(|x| x.to_string()).join(" "))
+        };
+        let mut t = line("cpu ", &s.cpu);
+        for (i, c) in s.cpus.iter().enumerate() {
+            t += &line(&format!("cpu{i}"), c);
+        }
+        t += &format!("intr {} 0 0 1 2\nctxt {}\nbtime 1764000000\nprocesses 5000\n", s.intr, s.ctxt);
+        t += &format!("procs_running 2\nprocs_blocked 0\nsoftirq {} 0 1 2 3\n", s.softirqs);
+        t
+    }
+
+    proptest! {
+        #[test]
+        fn proc_stat_round_trips(
+            cpu in cpu_times(),
+            cpus in proptest::collection::vec(cpu_times(), 0..5),
+            ctxt: u64,
+            intr: u64,
+            softirqs: u64,
+        ) {
+            let s = ProcStat { cpu, cpus, ctxt, intr, softirqs };
+            prop_assert_eq!(parse_stat(&render(&s)).unwrap(), s);
+        }
+
+        #[test]
+        fn shares_are_percentages(a in cpu_times(), d in cpu_times()) {
+            let b = CpuTimes {
+                user: a.user + d.user,
+                nice: a.nice + d.nice,
+                system: a.system + d.system,
+                idle: a.idle + d.idle,
+                iowait: a.iowait + d.iowait,
+                irq: a.irq + d.irq,
+                softirq: a.softirq + d.softirq,
+                steal: a.steal + d.steal,
+                guest: a.guest + d.guest,
+                guest_nice: a.guest_nice + d.guest_nice,
+            };
+            let c = cpu_share(&a, &b);
+            for p in [c.busy_pct, c.user_pct, c.system_pct, c.irq_pct, c.softirq_pct, c.steal_pct] {
+                prop_assert!((0.0..=100.0).contains(&p), "{c:?}");
+            }
+            let parts = c.user_pct + c.system_pct + c.irq_pct + c.softirq_pct + c.steal_pct;
+            prop_assert!(parts <= c.busy_pct + 1e-6, "{c:?}");
+        }
+
+        #[test]
+        fn host_parsers_never_panic(text in "(?s).{0,600}", cut in 0usize..2500, junk in ".{0,20}") {
+            let _ = parse_stat(&text);
+            let _ = parse_softirqs(&text);
+            for real in [PROC_STAT, SOFTIRQS] {
+                let mut t: String = real.chars().take(cut).collect();
+                t.push_str(&junk);
+                let _ = parse_stat(&t);
+                let _ = parse_softirqs(&t);
+            }
+        }
+
+        #[test]
+        fn huge_softirq_counts_do_not_overflow(a: u64, b: u64) {
+            let t = parse_softirqs(&format!("   CPU0 CPU1\nNET_RX: {a} {b}\n")).unwrap();
+            prop_assert_eq!(t["NET_RX"], a.saturating_add(b));
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics(text in "\\PC*") {
-            let _ = parse_stat(&text);
+            let _ = parse_pid_stat(&text);
             let _ = parse_status_ctxt(&text);
             let _ = parse_schedstat(&text);
             let _ = parse_status_name(&text);

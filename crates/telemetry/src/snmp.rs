@@ -1,12 +1,17 @@
 //! A network namespace's protocol counters from `/proc/<pid>/net/snmp` and `/proc/<pid>/net/netstat`:
 //! `Tcp.InSegs`, `Tcp.OutSegs`, `TcpExt.SyncookiesSent`, `TcpExt.ListenDrops`, `TcpExt.ListenOverflows`,
 //! `TcpExt.TCPReqQFullDoCookies`, ... Read from the host through any PID inside the namespace.
+//!
+//! The one parser of these files: [`for_each_counter`] walks them without allocating, [`NetCounters`]
+//! is the same walk into a map by `Section.Name`, [`SynCounters`] picks the SYN-flood counters out of
+//! `/proc/net/netstat`, and the [`NetSnmp`] source samples them every round.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::file::KeptFile;
 use crate::sample::{Emit, Kind, Name, Sample, SourceId};
-use crate::{Source, TelemetryError};
+use crate::{ParseError, Source, TelemetryError};
 
 /// The sections kept by default: what SYN floods and their defences move.
 pub const DEFAULT_SECTIONS: [&str; 5] = ["Ip", "Tcp", "Udp", "TcpExt", "IpExt"];
@@ -20,6 +25,103 @@ pub fn for_each_counter<'a>(text: &'a str, mut f: impl FnMut(&'a str, &'a str, i
             if let Ok(v) = value.parse::<i64>() {
                 f(sect, name, v);
             }
+        }
+    }
+}
+
+/// Every counter of a `/proc/net/snmp` or `/proc/net/netstat` text by `Section.Name`
+/// (`TcpExt.ListenDrops`); values that are not unsigned integers (Tcp.MaxConn = -1) are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NetCounters(BTreeMap<String, u64>);
+
+impl NetCounters {
+    /// Parse one text, or both files concatenated. Never fails: a text without counters is empty.
+    pub fn parse(text: &str) -> NetCounters {
+        let mut map = BTreeMap::new();
+        for (_, sect, names, values) in section_pairs(text) {
+            for (name, value) in names.split_ascii_whitespace().zip(values.split_ascii_whitespace()) {
+                if let Ok(v) = value.parse::<u64>() {
+                    map.insert(format!("{sect}.{name}"), v);
+                }
+            }
+        }
+        NetCounters(map)
+    }
+
+    /// One counter: `get("TcpExt", "ListenDrops")`.
+    pub fn get(&self, section: &str, name: &str) -> Option<u64> {
+        self.0.get(&format!("{section}.{name}")).copied()
+    }
+
+    /// Whether any counter of `section` is there.
+    pub fn has_section(&self, section: &str) -> bool {
+        let prefix = format!("{section}.");
+        self.0.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix))
+    }
+
+    /// `(Section.Name, value)` in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The SYN-flood counters of one network namespace (`TcpExt` of `/proc/net/netstat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SynCounters {
+    pub syncookies_sent: u64,
+    pub syncookies_recv: u64,
+    pub syncookies_failed: u64,
+    pub listen_drops: u64,
+    pub listen_overflows: u64,
+    pub tcp_req_q_full_drop: u64,
+    pub tcp_req_q_full_do_cookies: u64,
+}
+
+impl SynCounters {
+    /// Pick the counters out of a `/proc/net/netstat` text (a counter this kernel lacks reads 0). A text
+    /// without a `TcpExt` section (an error message from `cat` in a guest) is an error.
+    pub fn from_netstat(text: &str) -> Result<SynCounters, ParseError> {
+        let all = NetCounters::parse(text);
+        if !all.has_section("TcpExt") {
+            return Err(ParseError::new("/proc/net/netstat", "no `TcpExt:` header and values lines", text));
+        }
+        let get = |n: &str| all.get("TcpExt", n).unwrap_or(0);
+        Ok(SynCounters {
+            syncookies_sent: get("SyncookiesSent"),
+            syncookies_recv: get("SyncookiesRecv"),
+            syncookies_failed: get("SyncookiesFailed"),
+            listen_drops: get("ListenDrops"),
+            listen_overflows: get("ListenOverflows"),
+            tcp_req_q_full_drop: get("TCPReqQFullDrop"),
+            tcp_req_q_full_do_cookies: get("TCPReqQFullDoCookies"),
+        })
+    }
+
+    /// The counters of the namespace process `pid` lives in (`/proc/PID/net/netstat`).
+    pub fn read(pid: u32) -> Result<SynCounters, TelemetryError> {
+        let path = format!("/proc/{pid}/net/netstat");
+        let text = std::fs::read_to_string(&path).map_err(|e| TelemetryError::read(&path, e))?;
+        SynCounters::from_netstat(&text).map_err(|e| TelemetryError::parse(path, e.reason))
+    }
+
+    /// Increase since `before` (saturating: a counter that went back counts 0).
+    pub fn since(&self, before: &SynCounters) -> SynCounters {
+        SynCounters {
+            syncookies_sent: self.syncookies_sent.saturating_sub(before.syncookies_sent),
+            syncookies_recv: self.syncookies_recv.saturating_sub(before.syncookies_recv),
+            syncookies_failed: self.syncookies_failed.saturating_sub(before.syncookies_failed),
+            listen_drops: self.listen_drops.saturating_sub(before.listen_drops),
+            listen_overflows: self.listen_overflows.saturating_sub(before.listen_overflows),
+            tcp_req_q_full_drop: self.tcp_req_q_full_drop.saturating_sub(before.tcp_req_q_full_drop),
+            tcp_req_q_full_do_cookies: self.tcp_req_q_full_do_cookies.saturating_sub(before.tcp_req_q_full_do_cookies),
         }
     }
 }
@@ -217,10 +319,90 @@ MPTcpExt: 0 0
         assert!(samples(SNMP, &["Icmp"]).iter().any(|s| s.counter == "Icmp.InMsgs"));
     }
 
+    #[test]
+    fn counters_by_name() {
+        let snmp = NetCounters::parse(SNMP);
+        assert_eq!(snmp.get("Tcp", "InSegs"), Some(1052311));
+        assert_eq!(snmp.get("Tcp", "MaxConn"), None, "-1 is not a count");
+        assert_eq!(snmp.get("Icmp", "InMsgs"), Some(0));
+        assert!(snmp.has_section("Udp") && !snmp.has_section("Ud") && !snmp.has_section("TcpExt"));
+        let both = NetCounters::parse(&format!("{SNMP}{NETSTAT}"));
+        assert_eq!(both.get("TcpExt", "ListenOverflows"), Some(12));
+        assert_eq!(both.len(), snmp.len() + NetCounters::parse(NETSTAT).len());
+        assert!(NetCounters::parse("cat: /proc/net/netstat: No such file").is_empty());
+    }
+
+    #[test]
+    fn syn_counters() {
+        let c = SynCounters::from_netstat(NETSTAT).unwrap();
+        assert_eq!((c.syncookies_sent, c.syncookies_recv), (1048001, 455));
+        assert_eq!((c.listen_drops, c.listen_overflows), (1048013, 12));
+        assert_eq!((c.tcp_req_q_full_do_cookies, c.tcp_req_q_full_drop), (1048001, 0));
+        let before = SynCounters { syncookies_sent: 1_000_000, listen_drops: u64::MAX, ..c };
+        let d = c.since(&before);
+        assert_eq!((d.syncookies_sent, d.listen_drops, d.listen_overflows), (48001, 0, 0));
+        let err = SynCounters::from_netstat(SNMP).unwrap_err();
+        assert!(err.to_string().contains("TcpExt"), "{err}");
+        // Every Linux process can read its own namespace's counters.
+        SynCounters::read(std::process::id()).unwrap();
+        let err = SynCounters::read(u32::MAX).unwrap_err();
+        assert!(err.to_string().contains("/proc/4294967295/net/netstat"), "{err}");
+    }
+
     proptest! {
         #[test]
         fn never_panics(text in "(\\PC{0,40}\n){0,8}") {
             let _ = samples(&text, &DEFAULT_SECTIONS);
+            let _ = NetCounters::parse(&text);
+            let _ = SynCounters::from_netstat(&text);
+        }
+
+        #[test]
+        fn counters_round_trip(
+            sections in proptest::collection::btree_map("[A-Z][A-Za-z]{0,7}", proptest::collection::btree_map("[A-Za-z]{1,10}", any::<u64>(), 1..20), 1..5),
+        ) {
+            let text: String = sections
+                .iter()
+                .map(|(sect, counters)| {
+                    let names: Vec<&str> = counters.keys().map(String::as_str).collect();
+                    let values: Vec<String> = counters.values().map(u64::to_string).collect();
+                    format!("{sect}: {}\n{sect}: {}\n", names.join(" "), values.join(" "))
+                })
+                .collect();
+            let got = NetCounters::parse(&text);
+            let want: Vec<(String, u64)> = sections
+                .iter()
+                .flat_map(|(sect, c)| c.iter().map(move |(n, v)| (format!("{sect}.{n}"), *v)))
+                .collect();
+            let got: Vec<(String, u64)> = got.iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let mut want = want;
+            want.sort();
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn syn_counters_found_among_others(
+            values in proptest::array::uniform7(any::<u64>()),
+            others in proptest::collection::vec(("[a-z]{1,8}", any::<u64>()), 0..10),
+            seed: u64,
+        ) {
+            let wanted = ["SyncookiesSent", "SyncookiesRecv", "SyncookiesFailed", "ListenDrops", "ListenOverflows",
+                "TCPReqQFullDrop", "TCPReqQFullDoCookies"];
+            // Lowercase names never collide with the wanted ones; shuffle all of them by the seed.
+            let mut cols: Vec<(String, u64)> = wanted.iter().map(|n| n.to_string()).zip(values).collect();
+            cols.extend(others);
+            let n = cols.len();
+            for i in 0..n {
+                cols.swap(i, (seed.wrapping_mul(i as u64 + 7) % n as u64) as usize);
+            }
+            let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
+            let vals: Vec<String> = cols.iter().map(|(_, v)| v.to_string()).collect();
+            let text = format!("TcpExt: {}\nTcpExt: {}\nIpExt: InOctets\nIpExt: 5\n", names.join(" "), vals.join(" "));
+            let c = SynCounters::from_netstat(&text).unwrap();
+            let got = [c.syncookies_sent, c.syncookies_recv, c.syncookies_failed, c.listen_drops, c.listen_overflows,
+                c.tcp_req_q_full_drop, c.tcp_req_q_full_do_cookies];
+            prop_assert_eq!(got, values);
+            prop_assert_eq!(c.since(&c), SynCounters::default());
         }
 
         #[test]
