@@ -45,6 +45,7 @@ pub mod pipeline;
 mod rng;
 pub mod scale;
 pub mod score;
+pub mod truth;
 pub mod windows;
 
 pub use csvio::{CsvError, CsvOptions, WindowTable, read_windows, write_labels, write_windows};

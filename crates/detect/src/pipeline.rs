@@ -247,7 +247,7 @@ mod tests {
             let mut total = [0.0f64; 5];
             for t in 0..=2400i64 {
                 let attack = guest == "zombie" && t >= 1200;
-                for (j, name) in crate::features::XEN_HYPERCALLS.counters.iter().enumerate() {
+                for (j, name) in crate::features::XEN_HYPERCALLS.counter_names().iter().enumerate() {
                     let base = (10 + j * 3 + (t as usize * 7 + j) % 5) as f64;
                     total[j] += if attack && j < 2 { base * 100.0 } else { base };
                     v.push(CounterSample {
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn seed_experiment_end_to_end() {
-        let base = WindowParams::new(1, crate::features::XEN_HYPERCALLS.counters);
+        let base = WindowParams::new(1, &crate::features::XEN_HYPERCALLS.counter_names());
         let truth = |w: &crate::Window| {
             Some(if w.guest == "zombie" && w.start_ms >= 1_200_000 { Label::Dos } else { Label::Normal })
         };

@@ -49,7 +49,7 @@ pub struct Progress {
 }
 
 /// Why the flood ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// It ran for its whole duration.
@@ -61,7 +61,7 @@ pub enum StopReason {
 }
 
 /// What a flood did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Summary {
     pub target: Ipv4Addr,
     pub target_name: Option<String>,

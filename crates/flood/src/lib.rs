@@ -27,7 +27,6 @@ pub mod guard;
 pub mod rate;
 pub mod route;
 mod sock;
-pub mod victim;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -49,8 +48,8 @@ pub const MAX_THREADS: usize = 64;
 pub const MAX_BATCH: usize = 1024;
 
 /// What to flood with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
 pub enum FloodKind {
     /// TCP SYNs to an open port (default 80): half-open connections, SYN cookies, listen drops.
     #[default]
@@ -64,11 +63,39 @@ pub enum FloodKind {
 }
 
 impl FloodKind {
+    pub const ALL: [FloodKind; 4] = [FloodKind::Syn, FloodKind::SynClosed, FloodKind::Ack, FloodKind::Udp];
+
+    /// The kind's name in flags, scenario files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FloodKind::Syn => "syn",
+            FloodKind::SynClosed => "syn-closed",
+            FloodKind::Ack => "ack",
+            FloodKind::Udp => "udp",
+        }
+    }
+
     pub fn default_port(self) -> u16 {
         match self {
             FloodKind::Syn | FloodKind::Ack => 80,
             FloodKind::SynClosed | FloodKind::Udp => 9,
         }
+    }
+}
+
+impl std::fmt::Display for FloodKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FloodKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FloodKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = FloodKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown flood kind `{s}`: use one of {}", names.join(", "))
+        })
     }
 }
 

@@ -373,20 +373,45 @@ impl WindowExtractor {
     }
 }
 
-/// Groups time-ordered deltas of one guest into ticks: deltas closer than `round_ms` to the first of a
-/// group belong to the same sampling round (sources of one round are read a few ms apart).
-pub fn group_ticks(deltas: &[(i64, usize, f64, f64)], round_ms: i64) -> Vec<Tick> {
+/// One counter increase as telemetry reports it, before it is mapped to a [`BASE_COUNTERS`] entry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CounterDelta<'a> {
+    /// When the later reading was taken, unix nanoseconds.
+    pub time_ns: i64,
+    /// Telemetry source name (`netdev`, `snmp`, ...).
+    pub source: &'a str,
+    pub counter: &'a str,
+    pub delta: u64,
+    /// Time between the two readings, nanoseconds.
+    pub interval_ns: i64,
+}
+
+/// Readings closer than this to the first of their group belong to one sampling round: the sources of
+/// a round are read a few milliseconds apart, rounds are at least [`MIN_ROUND_MS`] apart.
+pub const ROUND_GAP_MS: i64 = 300;
+
+/// Shortest sampling interval the grouping by [`ROUND_GAP_MS`] supports.
+pub const MIN_ROUND_MS: i64 = 2 * ROUND_GAP_MS;
+
+/// One guest's ticks from its counter deltas: the one function that both the live agent (the deltas
+/// of one collection round) and training and evaluation (every delta of a recorded run, in time order)
+/// use, so what is measured offline is what runs online. Deltas of counters the detector does not use
+/// are skipped.
+pub fn ticks<'a>(deltas: impl IntoIterator<Item = CounterDelta<'a>>) -> Vec<Tick> {
     let mut out: Vec<Tick> = Vec::new();
     let mut start = i64::MIN;
-    for &(t, c, d, iv) in deltas {
+    for d in deltas {
+        let Some(c) = base_index(d.source, d.counter) else { continue };
+        let t = d.time_ns.div_euclid(1_000_000);
+        let entry = (c, d.delta as f64, d.interval_ns as f64 / 1e6);
         match out.last_mut() {
-            Some(tick) if t - start < round_ms => {
+            Some(tick) if t - start < ROUND_GAP_MS => {
                 tick.time_ms = tick.time_ms.max(t);
-                tick.deltas.push((c, d, iv));
+                tick.deltas.push(entry);
             }
             _ => {
                 start = t;
-                out.push(Tick { time_ms: t, deltas: vec![(c, d, iv)] });
+                out.push(Tick { time_ms: t, deltas: vec![entry] });
             }
         }
     }
@@ -443,11 +468,24 @@ mod tests {
 
     #[test]
     fn grouping_rounds() {
-        let d = [(1000, 0, 1.0, 1000.0), (1003, 2, 1.0, 1000.0), (2001, 0, 2.0, 1000.0)];
-        let t = group_ticks(&d, 300);
+        let d = |ms: i64, source: &'static str, counter: &'static str, delta: u64| CounterDelta {
+            time_ns: ms * 1_000_000,
+            source,
+            counter,
+            delta,
+            interval_ns: 1_000_000_000,
+        };
+        let t = ticks([
+            d(1000, "netdev", "tx_packets", 1),
+            d(1001, "netdev", "unknown_counter", 7),
+            d(1003, "netdev", "rx_packets", 1),
+            d(2001, "netdev", "tx_packets", 2),
+        ]);
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].time_ms, 1003);
-        assert_eq!(t[0].deltas.len(), 2);
+        let (tx, rx) = (base_index("netdev", "tx_packets").unwrap(), base_index("netdev", "rx_packets").unwrap());
+        assert_eq!(t[0].deltas, vec![(tx, 1.0, 1000.0), (rx, 1.0, 1000.0)]);
+        assert_eq!(t[1].deltas, vec![(tx, 2.0, 1000.0)]);
     }
 
     #[test]

@@ -286,7 +286,7 @@ fn metrics_text(m: &detect::BinaryMetrics) -> String {
 pub fn part_a_features(kind: GuestKind) -> (&'static str, Vec<(SourceId, &'static str)>) {
     match kind {
         GuestKind::Xen => {
-            ("xen", detect::features::XEN_HYPERCALLS.counters.iter().map(|&c| (SourceId::Xentrace, c)).collect())
+            ("xen", detect::features::XEN_HYPERCALLS.counter_names().into_iter().map(|c| (SourceId::Xentrace, c)).collect())
         }
         GuestKind::Qemu => (
             "kvm",

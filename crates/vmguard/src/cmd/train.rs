@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use detect::online::{
     AlertParams, AlertState, Class, DetectorModel, FeatureWindow, KindModel, MODEL_VERSION, Role, Tick, TrainParams,
-    WindowExtractor, base_index, group_ticks,
+    WindowExtractor,
 };
 use serde::Serialize;
 use telemetry::{DeltaTracker, Sample};
@@ -47,14 +47,15 @@ pub fn ticks_of(samples: &[Sample]) -> Vec<Tick> {
     let mut sorted: Vec<&Sample> = samples.iter().collect();
     sorted.sort_by_key(|s| s.time_ns);
     let mut tracker = DeltaTracker::new();
-    let mut deltas = Vec::new();
-    for s in sorted {
-        let Some(idx) = base_index(s.source.as_str(), &s.counter) else { continue };
-        if let Some(d) = tracker.observe(s) {
-            deltas.push((d.time_ns.div_euclid(1_000_000), idx, d.delta as f64, d.interval_ns as f64 / 1e6));
-        }
-    }
-    group_ticks(&deltas, 300)
+    let deltas: Vec<(&Sample, telemetry::Delta)> =
+        sorted.into_iter().filter_map(|s| tracker.observe(s).map(|d| (s, d))).collect();
+    detect::online::ticks(deltas.iter().map(|(s, d)| detect::online::CounterDelta {
+        time_ns: d.time_ns,
+        source: s.source.as_str(),
+        counter: &s.counter,
+        delta: d.delta,
+        interval_ns: d.interval_ns,
+    }))
 }
 
 /// Sliding windows of one guest's samples.
