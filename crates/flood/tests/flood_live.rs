@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use exec::Cmd;
-use flood::victim::SynCounters;
 use flood::{Backend, Flood, FloodConfig, FloodKind, Rate, SourceChoice, StopReason, TargetPolicy};
+use telemetry::snmp::SynCounters;
 
 const SENDER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
 const RECEIVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
@@ -202,7 +202,7 @@ fn syn_flood_makes_the_victim_send_cookies() {
     .unwrap();
     let read = |ns: &str| {
         netns::run_in(ns, || {
-            std::fs::read_to_string("/proc/thread-self/net/netstat").map(|t| SynCounters::from_netstat(&t)).unwrap()
+            SynCounters::from_netstat(&std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap()).unwrap()
         })
         .unwrap()
     };

@@ -282,7 +282,7 @@ pub fn agent(request: &str) -> anyhow::Result<()> {
 /// Counters of a victim at one moment.
 struct VictimProbe {
     at: Instant,
-    syn: flood::victim::SynCounters,
+    syn: telemetry::snmp::SynCounters,
     rx_packets: u64,
     victim_cpu_ns: u64,
     softirq_ns: u64,
@@ -294,9 +294,9 @@ impl VictimProbe {
             lab::VictimKind::Qemu => {
                 let argv = ["cat".to_string(), "/proc/net/netstat".to_string()];
                 let out = lab::victim::run_in(state, &v.name, &argv, Duration::from_secs(20))?;
-                flood::victim::SynCounters::from_netstat(&out.output)
+                telemetry::snmp::SynCounters::from_netstat(&out.output)?
             }
-            _ => flood::victim::SynCounters::read(v.pids[0])
+            _ => telemetry::snmp::SynCounters::read(v.pids[0])
                 .with_context(|| format!("reading the TCP counters of {} (pid {})", v.name, v.pids[0]))?,
         };
         let mut samples = Vec::new();
