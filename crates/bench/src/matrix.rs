@@ -158,7 +158,7 @@ impl MatrixSpec {
     /// attack rate, qemu's virtio-net.
     pub fn full(attack_rate: Rate) -> MatrixSpec {
         MatrixSpec {
-            victims: VictimKind::ALL.to_vec(),
+            victims: lab::BUILT_VICTIMS.to_vec(),
             benchmarks: Benchmark::ALL.to_vec(),
             reps: 3,
             syncookies: vec![true],

@@ -1,19 +1,23 @@
 //! Runs the matrix on a running lab: each benchmark inside its victim (and the iperf3/wrk clients in
 //! the client namespace), a time-bounded SYN flood from the attacker namespace for attack cells, and
 //! host-side CPU and profiling counters around every cell. A failed cell is recorded with its error and
-//! the run goes on.
+//! the run goes on. A stop flag (set from a Ctrl-C handler) ends the run early: the running cell's
+//! flood stops, no further cell starts, and every victim's services and settings are undone.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use exec::Cmd;
+use exec::{Cmd, shell_quote};
 use lab::{LabState, VictimKind, VictimState};
+use telemetry::procfs;
 use telemetry::{Collector, Sample};
 
 use crate::BenchError;
 use crate::matrix::{Benchmark, CellRecord, CellSpec, FloodFigures, HostFigures, MatrixSpec, Phase};
-use crate::parse::{self, Figures, procfs};
+use crate::parse::{self, Figures};
 
 const IPERF_PORT: u16 = 5201;
 const WEB_PORT: u16 = 8080;
@@ -49,19 +53,25 @@ pub enum Event<'a> {
 }
 
 /// Run every cell of `spec` against the lab; returns the records (also passed to `on_event`).
+///
+/// When `stop` is set (by a Ctrl-C handler, say), the running cell's flood stops at once, the cell
+/// ends as soon as its benchmark returns and is recorded as interrupted, no further cell starts, the
+/// victim's teardown runs (services stopped, working directory removed, SYN cookies back to the lab's
+/// setting) and the records so far are returned.
 pub fn run_matrix(
     state: &LabState,
     spec: &MatrixSpec,
     opts: &RunOptions,
+    stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Vec<CellRecord> {
     let cells = spec.cells();
     let mut records = Vec::with_capacity(cells.len());
     let mut i = 0;
-    while i < cells.len() {
+    while i < cells.len() && !stop.load(Ordering::SeqCst) {
         let kind = cells[i].victim;
         let end = cells[i..].iter().position(|c| c.victim != kind).map(|p| i + p).unwrap_or(cells.len());
-        let mut ctx = match VictimCtx::new(state, kind, spec, opts) {
+        let mut ctx = match VictimCtx::new(state, kind, spec, opts, stop) {
             Ok(ctx) => Some(ctx),
             Err(e) => {
                 on_event(Event::Note(format!("victim {kind}: {e}")));
@@ -69,11 +79,19 @@ pub fn run_matrix(
             }
         };
         for cell in &cells[i..end] {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
             on_event(Event::Started(cell));
             let started = Instant::now();
             let (result, raw) = match ctx.as_mut() {
                 Some(ctx) => ctx.run_cell(cell),
-                None => (Err(BenchError::NoVictim(kind.to_string())), String::new()),
+                None => (Err(no_victim_error(kind)), String::new()),
+            };
+            let result = match result {
+                Ok(_) if stop.load(Ordering::SeqCst) => Err(INTERRUPTED.to_string()),
+                Ok(r) => Ok(r),
+                Err(e) => Err(e.to_string()),
             };
             let record = match result {
                 Ok(mut r) => {
@@ -83,7 +101,7 @@ pub fn run_matrix(
                 Err(e) => CellRecord {
                     cell: *cell,
                     ok: false,
-                    error: Some(e.to_string()),
+                    error: Some(e),
                     metric: cell.benchmark.metric().0.to_string(),
                     value: None,
                     figures: Figures::new(),
@@ -103,7 +121,40 @@ pub fn run_matrix(
         }
         i = end;
     }
+    if stop.load(Ordering::SeqCst) && records.len() < cells.len() {
+        on_event(Event::Note(format!("stopped: {} of {} cells ran", records.len(), cells.len())));
+    }
     records
+}
+
+/// The error of a cell that was running when the stop flag was set.
+const INTERRUPTED: &str = "interrupted: the run was stopped before this cell finished";
+
+fn no_victim_error(kind: VictimKind) -> BenchError {
+    match kind {
+        VictimKind::Xen => BenchError::NotBuilt(kind),
+        _ => BenchError::NoVictim(kind),
+    }
+}
+
+/// Run `work`; if `stop` is set before it returns, call `on_stop` at once (from a watcher thread that
+/// looks every 50 ms), so a flood can end while a benchmark inside a victim finishes.
+fn stop_while<R>(stop: &AtomicBool, on_stop: impl FnOnce() + Send, work: impl FnOnce() -> R) -> R {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if stop.load(Ordering::SeqCst) {
+                    on_stop();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let r = work();
+        done.store(true, Ordering::SeqCst);
+        r
+    })
 }
 
 /// One victim during the run: its services, its settings, its telemetry.
@@ -117,10 +168,13 @@ struct VictimCtx<'a> {
     /// The same directory on the host, for the vanilla victim; wrk's script lives in `host_dir`.
     host_dir: PathBuf,
     syncookies: Option<bool>,
-    iperf: Option<Result<(), String>>,
-    webapp: Option<Result<String, String>>,
-    fileio: Option<Result<(), String>>,
+    /// Services started once per victim: their outcome, shared by every cell that needs them.
+    iperf: Option<Result<(), Arc<BenchError>>>,
+    webapp: Option<Result<String, Arc<BenchError>>>,
+    fileio: Option<Result<(), Arc<BenchError>>>,
     collector: Collector,
+    /// Set when the run is to stop.
+    stop: &'a AtomicBool,
 }
 
 impl<'a> VictimCtx<'a> {
@@ -129,13 +183,9 @@ impl<'a> VictimCtx<'a> {
         kind: VictimKind,
         spec: &'a MatrixSpec,
         opts: &'a RunOptions,
+        stop: &'a AtomicBool,
     ) -> Result<Self, BenchError> {
-        let victim = state
-            .victims
-            .iter()
-            .find(|v| v.kind == kind)
-            .cloned()
-            .ok_or_else(|| BenchError::NoVictim(kind.to_string()))?;
+        let victim = state.victims.iter().find(|v| v.kind == kind).cloned().ok_or_else(|| no_victim_error(kind))?;
         let host_dir = LabState::dir(&state.spec).join("bench").join(kind.as_str());
         std::fs::create_dir_all(&host_dir)
             .map_err(|e| BenchError::io(format!("creating {}", host_dir.display()), e))?;
@@ -146,6 +196,7 @@ impl<'a> VictimCtx<'a> {
             // The container's /data is a host directory on disk (its root is read-only); the
             // guest's /data is an ext4 virtio disk.
             VictimKind::Container | VictimKind::Qemu => "/data/vmguard-bench".to_string(),
+            VictimKind::Xen => return Err(BenchError::NotBuilt(kind)),
         };
         let mut collector = Collector::new();
         for f in collector.add_guest(&victim.guest_info()) {
@@ -163,28 +214,39 @@ impl<'a> VictimCtx<'a> {
             webapp: None,
             fileio: None,
             collector,
+            stop,
         };
-        ctx.sh(&format!("mkdir -p {}", lab::victim::shell_quote(&ctx.dir)), Duration::from_secs(30)).map_err(|e| {
-            BenchError::Setup { victim: kind.to_string(), what: "creating its working directory".into(), reason: e }
-        })?;
+        ctx.sh(&format!("mkdir -p {}", shell_quote(&ctx.dir)), Duration::from_secs(30))
+            .map_err(|e| ctx.setup("creating its working directory", e))?;
         Ok(ctx)
     }
 
+    fn setup(&self, what: &'static str, e: impl Into<Arc<BenchError>>) -> BenchError {
+        BenchError::Setup { victim: self.victim.name.clone(), what, source: e.into() }
+    }
+
     /// Run a shell script inside the victim; a non-zero exit is an error quoting the output.
-    fn sh(&self, script: &str, timeout: Duration) -> Result<String, String> {
+    fn sh(&self, script: &str, timeout: Duration) -> Result<String, BenchError> {
         // The guest runs commands with its command channel open as fd 3: a daemon started from here
         // would inherit it and keep the channel from reopening. Close it first (harmless elsewhere).
         let argv = ["sh".to_string(), "-c".to_string(), format!("exec 3>&-; {script}")];
         match lab::victim::run_in(self.state, &self.victim.name, &argv, timeout) {
             Ok(out) if out.status == 0 => Ok(out.output),
-            Ok(out) => {
-                Err(format!("`{script}` exited with {} in {}: {}", out.status, self.victim.name, tail(&out.output)))
-            }
-            Err(e) => Err(format!("`{script}` in {}: {e}", self.victim.name)),
+            Ok(out) => Err(BenchError::Exited {
+                victim: self.victim.name.clone(),
+                script: script.to_string(),
+                status: out.status,
+                output: tail(&out.output),
+            }),
+            Err(source) => Err(BenchError::InVictim {
+                victim: self.victim.name.clone(),
+                script: script.to_string(),
+                source: Box::new(source),
+            }),
         }
     }
 
-    fn set_syncookies(&mut self, on: bool) -> Result<(), String> {
+    fn set_syncookies(&mut self, on: bool) -> Result<(), BenchError> {
         if self.syncookies == Some(on) {
             return Ok(());
         }
@@ -196,15 +258,15 @@ impl<'a> VictimCtx<'a> {
                 .netns(&self.victim.ns)
                 .timeout(Duration::from_secs(10))
                 .run()
-                .map(|_| ())
-                .map_err(|e| e.to_string())?,
+                .map(|_| ())?,
             VictimKind::Qemu => self.sh(&script, Duration::from_secs(30)).map(|_| ())?,
+            VictimKind::Xen => return Err(BenchError::NotBuilt(VictimKind::Xen)),
         }
         self.syncookies = Some(on);
         Ok(())
     }
 
-    fn ensure_iperf(&mut self) -> Result<(), String> {
+    fn ensure_iperf(&mut self) -> Result<(), Arc<BenchError>> {
         if self.iperf.is_none() {
             let pidfile = format!("{}/iperf3.pid", self.dir);
             let r = self.sh(&format!("iperf3 -s -D -p {IPERF_PORT} -I {pidfile}"), Duration::from_secs(30)).map(|_| {
@@ -213,24 +275,25 @@ impl<'a> VictimCtx<'a> {
                 let pause = if self.victim.kind == VictimKind::Qemu { 3 } else { 1 };
                 std::thread::sleep(Duration::from_secs(pause));
             });
-            self.iperf = Some(r.map_err(|e| format!("starting the iperf3 server: {e}")));
+            self.iperf = Some(r.map_err(|e| Arc::new(self.setup("starting the iperf3 server", e))));
         }
         self.iperf.clone().expect("set above")
     }
 
-    fn ensure_webapp(&mut self) -> Result<(), String> {
+    fn ensure_webapp(&mut self) -> Result<(), Arc<BenchError>> {
         if self.webapp.is_none() {
-            self.webapp = Some(self.start_webapp().map_err(|e| format!("starting the web application: {e}")));
+            self.webapp =
+                Some(self.start_webapp().map_err(|e| Arc::new(self.setup("starting the web application", e))));
         }
         self.webapp.clone().expect("set above").map(|_| ())
     }
 
-    fn start_webapp(&self) -> Result<String, String> {
+    fn start_webapp(&self) -> Result<String, BenchError> {
         let tool = match self.victim.kind {
             VictimKind::Vanilla => self.opts.host_tool.to_string_lossy().into_owned(),
             _ => self.opts.victim_tool.clone(),
         };
-        let q = lab::victim::shell_quote;
+        let q = shell_quote;
         match lab::victim::run_in(
             self.state,
             &self.victim.name,
@@ -238,13 +301,14 @@ impl<'a> VictimCtx<'a> {
             Duration::from_secs(30),
         ) {
             Ok(out) if out.status == 0 => {}
-            Ok(_) => {
-                return Err(format!(
-                    "{} has no vmguard binary at {tool}: bring the lab up with `vmguard lab up` (it places the binary in the victims)",
-                    self.victim.name
-                ));
+            Ok(_) => return Err(BenchError::NoTool { victim: self.victim.name.clone(), path: tool }),
+            Err(source) => {
+                return Err(BenchError::InVictim {
+                    victim: self.victim.name.clone(),
+                    script: format!("test -x {}", q(&tool)),
+                    source: Box::new(source),
+                });
             }
-            Err(e) => return Err(format!("checking for {tool} in {}: {e}", self.victim.name)),
         }
         let sub: Vec<String> = self.opts.webapp_subcommand.iter().map(|s| q(s)).collect();
         let script = format!(
@@ -255,24 +319,27 @@ impl<'a> VictimCtx<'a> {
         );
         let out = self.sh(&script, Duration::from_secs(30))?;
         let pid = out.lines().rev().find_map(|l| l.trim().parse::<u32>().ok()).map(|p| p.to_string());
-        let pid = pid.ok_or_else(|| format!("no PID from `{script}`: {}", tail(&out)))?;
+        let pid = pid.ok_or_else(|| BenchError::NoPid { script: script.clone(), output: tail(&out) })?;
         // Seeding the database under TCG takes a while.
-        if let Err(e) = wait_http(self.state, self.victim.address, Duration::from_secs(240)) {
+        let timeout = Duration::from_secs(240);
+        if let Err(url) = wait_http(self.state, self.victim.address, timeout, self.stop) {
             let log = self.sh(&format!("tail -5 {}/webapp.log", self.dir), Duration::from_secs(20)).unwrap_or_default();
             let _ = self.sh(&format!("kill {pid}"), Duration::from_secs(20));
-            return Err(format!("{e}; its log: {}", tail(&log)));
+            return Err(BenchError::WebNotAnswering { url, timeout, log: tail(&log) });
         }
         Ok(pid)
     }
 
-    fn ensure_fileio(&mut self) -> Result<(), String> {
+    fn ensure_fileio(&mut self) -> Result<(), Arc<BenchError>> {
         if self.fileio.is_none() {
             let script = format!(
                 "cd {} && sysbench fileio --file-total-size={}M --file-num=8 prepare",
                 self.dir, self.spec.fileio_mib
             );
             self.fileio = Some(
-                self.sh(&script, Duration::from_secs(300)).map(|_| ()).map_err(|e| format!("preparing the files: {e}")),
+                self.sh(&script, Duration::from_secs(300))
+                    .map(|_| ())
+                    .map_err(|e| Arc::new(self.setup("preparing the files", e))),
             );
         }
         self.fileio.clone().expect("set above")
@@ -288,23 +355,22 @@ impl<'a> VictimCtx<'a> {
     }
 
     fn run_cell_inner(&mut self, cell: &CellSpec, raw: &mut String) -> Result<CellRecord, BenchError> {
-        let name = self.victim.name.clone();
-        let setup = |what: &str, reason: String| BenchError::Setup { victim: name.clone(), what: what.into(), reason };
         if let Some(reason) = cell.backend.and_then(|b| b.unavailable_reason()) {
             return Err(BenchError::Unavailable(reason));
         }
-        self.set_syncookies(cell.syncookies).map_err(|e| setup("setting SYN cookies", e))?;
+        self.set_syncookies(cell.syncookies).map_err(|e| self.setup("setting SYN cookies", e))?;
+        // A service that failed to start is the error of every cell that needs it.
         let port = match cell.benchmark {
             Benchmark::Network => {
-                self.ensure_iperf().map_err(|e| setup("network benchmark", e))?;
+                self.ensure_iperf().map_err(|e| self.setup("network benchmark", e))?;
                 IPERF_PORT
             }
             Benchmark::Web => {
-                self.ensure_webapp().map_err(|e| setup("web benchmark", e))?;
+                self.ensure_webapp().map_err(|e| self.setup("web benchmark", e))?;
                 WEB_PORT
             }
             Benchmark::Fileio => {
-                self.ensure_fileio().map_err(|e| setup("fileio benchmark", e))?;
+                self.ensure_fileio().map_err(|e| self.setup("fileio benchmark", e))?;
                 HTTPD_PORT
             }
             _ => HTTPD_PORT,
@@ -319,13 +385,24 @@ impl<'a> VictimCtx<'a> {
             // Let the flood reach its rate before measuring.
             std::thread::sleep(Duration::from_millis(500));
         }
-        let mut outcome = self.benchmark(cell.benchmark, raw);
+        // A stop ends the flood at once; the benchmark inside the victim runs to its end.
+        let stop_flood = flood.as_ref().map(|f| f.stop.clone());
+        let mut outcome = stop_while(
+            self.stop,
+            move || {
+                if let Some(s) = stop_flood {
+                    s.stop();
+                }
+            },
+            || self.benchmark(cell.benchmark, raw),
+        );
         // The guest's command channel has (rarely) gone silent for a whole run, e.g. a guest fsync
         // stuck behind the host's writeback. An idle cell is run once more; the first error stays in
         // the raw output. An attack cell is not: its bounded flood has ended by then.
         if cell.phase == Phase::Idle
+            && !self.stop.load(Ordering::SeqCst)
             && let Err(e) = &outcome
-            && e.to_string().contains("guest command channel")
+            && e.is_guest_channel_silent()
         {
             tracing::warn!("{cell:?}: {e}; running the idle cell once more");
             raw.push_str("\n[vmguard: retried after the guest command channel went silent]\n");
@@ -362,7 +439,7 @@ impl<'a> VictimCtx<'a> {
         let d = self.spec.duration.as_secs().max(1);
         let timeout = self.spec.duration + SLACK;
         let in_victim = |script: String, raw: &mut String| -> Result<String, BenchError> {
-            let out = self.sh(&script, timeout).map_err(BenchError::Tool);
+            let out = self.sh(&script, timeout);
             match out {
                 Ok(o) => {
                     raw.push_str(&o);
@@ -413,7 +490,10 @@ impl<'a> VictimCtx<'a> {
                 raw,
             )?)?,
             Benchmark::IdleCpu => {
-                std::thread::sleep(self.spec.duration);
+                let end = Instant::now() + self.spec.duration;
+                while Instant::now() < end && !self.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())));
+                }
                 Figures::new()
             }
         })
@@ -433,7 +513,7 @@ impl<'a> VictimCtx<'a> {
         {
             notes.push(format!("stopping iperf3: {e}"));
         }
-        if let Err(e) = self.sh(&format!("rm -rf {}", lab::victim::shell_quote(&self.dir)), Duration::from_secs(120)) {
+        if let Err(e) = self.sh(&format!("rm -rf {}", shell_quote(&self.dir)), Duration::from_secs(120)) {
             notes.push(format!("removing the working directory: {e}"));
         }
         if self.syncookies.is_some_and(|s| s != self.state.spec.syncookies) {
@@ -455,8 +535,9 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
-/// Wait until the web application answers `/health` from the client namespace.
-fn wait_http(state: &LabState, addr: std::net::Ipv4Addr, timeout: Duration) -> Result<(), String> {
+/// Wait until the web application answers `/health` from the client namespace (or the run stops);
+/// `Err(url)` if it did not.
+fn wait_http(state: &LabState, addr: std::net::Ipv4Addr, timeout: Duration, stop: &AtomicBool) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     let url = format!("http://{addr}:{WEB_PORT}/health");
     loop {
@@ -469,8 +550,8 @@ fn wait_http(state: &LabState, addr: std::net::Ipv4Addr, timeout: Duration) -> R
         if ok {
             return Ok(());
         }
-        if Instant::now() > deadline {
-            return Err(format!("{url} did not answer within {timeout:?}"));
+        if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
+            return Err(url);
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -496,8 +577,7 @@ fn start_flood(
         lab_network: plan.network,
         allow_loopback: false,
     };
-    let target =
-        policy.resolve(&victim.name, flood::SourceChoice::Spoof).map_err(|e| BenchError::Flood(e.to_string()))?;
+    let target = policy.resolve(&victim.name, flood::SourceChoice::Spoof).map_err(|e| BenchError::Flood(e.into()))?;
     let rate = match cell.attack_rate.bits_per_sec() {
         Some(b) => flood::Rate::BitsPerSec(b),
         None => flood::Rate::Unlimited,
@@ -510,7 +590,7 @@ fn start_flood(
         netns: Some(plan.attacker.ns.clone()),
         ..Default::default()
     };
-    let f = flood::Flood::new(target, config).map_err(|e| BenchError::Flood(e.to_string()))?;
+    let f = flood::Flood::new(target, config).map_err(BenchError::Flood)?;
     let stop = f.stop_handle();
     let thread = std::thread::spawn(move || f.run(|_| {}));
     Ok(RunningFlood { stop, thread })
@@ -519,11 +599,7 @@ fn start_flood(
 impl RunningFlood {
     fn finish(self) -> Result<FloodFigures, BenchError> {
         self.stop.stop();
-        let summary = self
-            .thread
-            .join()
-            .map_err(|_| BenchError::Flood("the flood thread panicked".into()))?
-            .map_err(|e| BenchError::Flood(e.to_string()))?;
+        let summary = self.thread.join().map_err(|_| BenchError::FloodPanicked)?.map_err(BenchError::Flood)?;
         Ok(FloodFigures {
             sent: summary.sent,
             achieved_pps: summary.achieved_pps,
@@ -561,7 +637,7 @@ impl HostSnapshot {
 
     fn figures(&self, after: &HostSnapshot) -> HostFigures {
         let secs = after.at.duration_since(self.at).as_secs_f64().max(1e-3);
-        let share = procfs::cpu_share(&self.stat, &after.stat);
+        let share = procfs::cpu_share(&self.stat.cpu, &after.stat.cpu);
         let per_sec = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
         let net_rx = procfs::table_delta(&self.softirqs, &after.softirqs).get("NET_RX").copied().unwrap_or(0);
         let before: BTreeMap<(String, String), u64> = self
@@ -604,5 +680,134 @@ impl HostSnapshot {
             victim_ctxt_per_sec: victim_ctxt,
             telemetry_per_sec,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lab state with no victims: every cell fails at once with "no victim", nothing is touched.
+    fn empty_lab() -> LabState {
+        LabState::new(&lab::LabSpec::default())
+    }
+
+    fn opts() -> RunOptions {
+        RunOptions {
+            host_tool: PathBuf::from("/nonexistent/vmguard"),
+            victim_tool: "/nonexistent/vmguard".into(),
+            webapp_subcommand: vec!["webapp".into()],
+            web_threads: 1,
+            web_users: 1,
+        }
+    }
+
+    fn spec() -> MatrixSpec {
+        MatrixSpec {
+            victims: vec![VictimKind::Vanilla, VictimKind::Container, VictimKind::Xen],
+            ..MatrixSpec::quick(lab::Rate::Unlimited)
+        }
+    }
+
+    #[test]
+    fn without_stop_every_cell_is_recorded() {
+        let stop = AtomicBool::new(false);
+        let cells = spec().cells();
+        let records = run_matrix(&empty_lab(), &spec(), &opts(), &stop, &mut |_| {});
+        assert_eq!(records.len(), cells.len());
+        assert!(records.iter().all(|r| !r.ok));
+        let van = records.iter().find(|r| r.cell.victim == VictimKind::Vanilla).unwrap();
+        assert!(van.error.as_deref().unwrap().contains("the lab has no vanilla victim"), "{:?}", van.error);
+        let xen = records.iter().find(|r| r.cell.victim == VictimKind::Xen).unwrap();
+        assert!(xen.error.as_deref().unwrap().contains("`xen` is not built yet"), "{:?}", xen.error);
+    }
+
+    #[test]
+    fn a_set_stop_flag_starts_nothing() {
+        let stop = AtomicBool::new(true);
+        let mut started = 0;
+        let records = run_matrix(&empty_lab(), &spec(), &opts(), &stop, &mut |e| {
+            if let Event::Started(_) = e {
+                started += 1;
+            }
+        });
+        assert!(records.is_empty());
+        assert_eq!(started, 0);
+    }
+
+    #[test]
+    fn stopping_mid_run_ends_after_the_running_cell() {
+        let stop = AtomicBool::new(false);
+        let (mut started, mut notes) = (0, Vec::new());
+        let records = run_matrix(&empty_lab(), &spec(), &opts(), &stop, &mut |e| match e {
+            Event::Started(_) => {
+                started += 1;
+                // Ctrl-C while the third cell runs.
+                if started == 3 {
+                    stop.store(true, Ordering::SeqCst);
+                }
+            }
+            Event::Done(..) => {}
+            Event::Note(n) => notes.push(n),
+        });
+        assert_eq!((started, records.len()), (3, 3));
+        // A cell that failed keeps its own error (one that succeeded would read "interrupted").
+        assert!(records[2].error.as_deref().unwrap().contains("no vanilla victim"), "{:?}", records[2].error);
+        let total = spec().cells().len();
+        assert!(notes.last().unwrap().contains(&format!("3 of {total} cells ran")), "{notes:?}");
+    }
+
+    #[test]
+    fn stop_while_calls_on_stop_promptly_and_only_when_stopped() {
+        let stop = AtomicBool::new(false);
+        let called = AtomicBool::new(false);
+        let r = stop_while(&stop, || called.store(true, Ordering::SeqCst), || 7);
+        assert_eq!(r, 7);
+        assert!(!called.load(Ordering::SeqCst));
+        let t0 = Instant::now();
+        stop_while(
+            &stop,
+            || called.store(true, Ordering::SeqCst),
+            || {
+                stop.store(true, Ordering::SeqCst);
+                // The work goes on (a benchmark inside a victim); the flood is stopped meanwhile.
+                while !called.load(Ordering::SeqCst) {
+                    assert!(t0.elapsed() < Duration::from_secs(5), "on_stop was not called");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            },
+        );
+        assert!(called.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn silence_on_the_guest_channel_is_recognized_through_setup() {
+        let silent = || BenchError::InVictim {
+            victim: "qemu".into(),
+            script: "true".into(),
+            source: Box::new(lab::LabError::GuestChannel {
+                socket: "/x/ctl.sock".into(),
+                source: lab::GuestChannelError::Silent {
+                    timeout: Duration::from_secs(1),
+                    source: std::io::ErrorKind::WouldBlock.into(),
+                },
+            }),
+        };
+        assert!(silent().is_guest_channel_silent());
+        let setup = BenchError::Setup { victim: "qemu".into(), what: "x", source: Arc::new(silent()) };
+        assert!(setup.is_guest_channel_silent());
+        let closed = BenchError::InVictim {
+            victim: "qemu".into(),
+            script: "true".into(),
+            source: Box::new(lab::LabError::GuestChannel {
+                socket: "/x/ctl.sock".into(),
+                source: lab::GuestChannelError::Closed,
+            }),
+        };
+        assert!(!closed.is_guest_channel_silent());
+        // The message still says what failed, and the cause is kept.
+        let e = silent();
+        assert!(e.to_string().contains("guest command channel /x/ctl.sock: no answer"), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
     }
 }

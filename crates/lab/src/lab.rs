@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::spec::{LabSpec, VictimKind};
+use crate::spec::{self, LabSpec, VictimKind};
 use crate::state::{LabState, Phase, VictimState};
 use crate::victim::{container, qemu, vanilla};
 use crate::{LabError, http, image, net};
@@ -29,6 +29,7 @@ fn lab_namespaces(prefix: &str) -> Vec<String> {
 pub fn up(spec: &LabSpec, tool: Option<&Path>, progress: &dyn Fn(&str)) -> Result<LabState, LabError> {
     require_root()?;
     spec.validate()?;
+    refuse_unbuilt(spec)?;
     if LabState::file(spec).exists() || !lab_namespaces(&spec.prefix).is_empty() {
         return Err(LabError::AlreadyUp(format!(
             "lab `{}` is already up (or was left over by a crash): `vmguard lab status` shows it, `vmguard lab down` removes it",
@@ -90,6 +91,7 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
                 container::start(state, host, tool)?
             }
             VictimKind::Qemu => continue,
+            VictimKind::Xen => return Err(LabError::NotBuilt(VictimKind::Xen)),
         };
         wait_http(&v, &plan.client.ns, Instant::now() + Duration::from_secs(20))?;
         v.start_secs = started.elapsed().as_secs_f64();
@@ -111,6 +113,14 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
     state.save()
 }
 
+/// A victim kind the lab cannot start yet (Xen) is refused before anything is created.
+fn refuse_unbuilt(spec: &LabSpec) -> Result<(), LabError> {
+    match spec.victims.iter().find(|k| !spec::BUILT_VICTIMS.contains(k)) {
+        Some(&kind) => Err(LabError::NotBuilt(kind)),
+        None => Ok(()),
+    }
+}
+
 fn wait_http(v: &VictimState, client_ns: &str, deadline: Instant) -> Result<(), LabError> {
     let pids = v.pids.clone();
     http::wait_ok(client_ns, v.address, deadline, || {
@@ -121,7 +131,9 @@ fn wait_http(v: &VictimState, client_ns: &str, deadline: Instant) -> Result<(), 
         }
     })
     .map_err(|e| match e {
-        LabError::Http(msg) => LabError::Victim { victim: v.name.clone(), reason: msg, log: v.log.clone() },
+        e @ LabError::Http(_) => {
+            LabError::VictimUnreachable { victim: v.name.clone(), log: v.log.clone(), source: Box::new(e) }
+        }
         other => other,
     })
 }
@@ -331,4 +343,21 @@ pub fn gateway_drop(spec: &LabSpec, drop: bool) -> Result<(), LabError> {
     net::set_gateway_drop(&state.plan, drop)?;
     state.gateway_drop = drop;
     state.save()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xen_is_refused_as_not_built() {
+        assert!(refuse_unbuilt(&LabSpec::default()).is_ok());
+        let spec = LabSpec { victims: vec![VictimKind::Vanilla, VictimKind::Xen], ..Default::default() };
+        let err = refuse_unbuilt(&spec).unwrap_err();
+        assert!(matches!(err, LabError::NotBuilt(VictimKind::Xen)));
+        assert_eq!(
+            err.to_string(),
+            "victim kind `xen` is not built yet: the lab starts vanilla, container and qemu victims"
+        );
+    }
 }

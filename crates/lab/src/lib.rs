@@ -16,9 +16,9 @@ pub mod state;
 pub mod victim;
 
 pub use lab::{DownReport, StatusReport, VictimStatus, down, gateway_drop, require_root, status, up};
-pub use spec::{AccelChoice, ContainerSpec, Host, LabSpec, Plan, QemuSpec, Rate, VictimKind};
+pub use spec::{AccelChoice, BUILT_VICTIMS, ContainerSpec, Host, LabSpec, Plan, QemuSpec, Rate, VictimKind};
 pub use state::{LabState, Phase, VictimState};
-pub use victim::qemu::{GuestOutput, guest_run};
+pub use victim::qemu::{GuestChannelError, GuestOutput, guest_run};
 
 use std::path::PathBuf;
 
@@ -48,24 +48,43 @@ pub enum LabError {
     /// A file operation failed.
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
-    /// The recorded state is unusable.
-    #[error("{0}")]
-    State(String),
+    /// The recorded state file is not lab state.
+    #[error("lab state {} is unreadable ({source}); `vmguard lab down` still removes the lab by its prefix", path.display())]
+    StateUnreadable { path: PathBuf, source: serde_json::Error },
+    /// The kind of victim exists but the lab cannot start it yet.
+    #[error("victim kind `{0}` is not built yet: the lab starts vanilla, container and qemu victims")]
+    NotBuilt(VictimKind),
     /// Building the guest image failed.
     #[error("guest image: {0}")]
     Image(String),
-    /// A victim did not start or does not answer.
+    /// A victim did not start.
     #[error("victim {victim}: {reason} (log: {})", log.display())]
     Victim { victim: String, reason: String, log: PathBuf },
+    /// A victim started but its server does not answer.
+    #[error("victim {victim}: {source} (log: {})", log.display())]
+    VictimUnreachable { victim: String, log: PathBuf, source: Box<LabError> },
     /// An HTTP check failed.
     #[error("HTTP check failed: {0}")]
     Http(String),
-    /// The guest's command channel failed.
-    #[error("guest command channel: {0}")]
-    Guest(String),
+    /// The qemu victim has no command channel recorded.
+    #[error("victim {0} has no guest command channel (is it a qemu victim of this lab?)")]
+    NoGuestChannel(String),
+    /// The guest's command channel failed: unreachable, closed, or silent.
+    #[error("guest command channel {}: {source}", socket.display())]
+    GuestChannel { socket: PathBuf, source: GuestChannelError },
 }
 
 impl LabError {
+    /// The guest stopped answering on its command channel within the command's timeout (e.g. a guest
+    /// fsync stuck behind the host's writeback); the command may succeed when run again.
+    pub fn is_guest_channel_silent(&self) -> bool {
+        match self {
+            LabError::GuestChannel { source, .. } => source.is_silent(),
+            LabError::VictimUnreachable { source, .. } => source.is_guest_channel_silent(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> LabError {
         LabError::Io { what: what.into(), source }
     }

@@ -94,10 +94,11 @@ pub fn create(plan: &Plan, attacker_rate: Rate, syncookies: bool) -> Result<(), 
                     ],
                 )?;
             }
-            _ => {
+            VictimKind::Vanilla | VictimKind::Container => {
                 host_side(h, &h.ifname)?;
                 sysctl(&h.ns, &[("net.ipv4.tcp_syncookies", if syncookies { "1" } else { "0" })])?;
             }
+            VictimKind::Xen => return Err(LabError::NotBuilt(VictimKind::Xen)),
         }
     }
     shape_attacker(plan, attacker_rate)?;

@@ -72,11 +72,6 @@ impl VictimState {
 impl VictimState {
     /// The victim as the telemetry sources see it: the one mapping from the lab to telemetry.
     pub fn guest_info(&self) -> telemetry::GuestInfo {
-        let kind = match self.kind {
-            VictimKind::Vanilla => telemetry::GuestKind::Vanilla,
-            VictimKind::Container => telemetry::GuestKind::Container,
-            VictimKind::Qemu => telemetry::GuestKind::Qemu,
-        };
         telemetry::GuestInfo {
             netns: Some(self.ns.clone()),
             pid: self.pids.first().copied(),
@@ -84,7 +79,7 @@ impl VictimState {
             iface: Some(telemetry::Iface { name: self.host_iface.clone(), netns: Some(self.host_iface_ns.clone()) }),
             // telemetry wants it relative to the hierarchy root.
             cgroup: self.cgroup.as_ref().map(|c| c.trim_start_matches('/').to_string()),
-            ..telemetry::GuestInfo::new(self.name.clone(), kind)
+            ..telemetry::GuestInfo::new(self.name.clone(), self.kind)
         }
     }
 }
@@ -140,12 +135,7 @@ impl LabState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(LabError::io(format!("reading lab state {}", path.display()), e)),
         };
-        serde_json::from_str(&text).map(Some).map_err(|e| {
-            LabError::State(format!(
-                "lab state {} is unreadable ({e}); `vmguard lab down` still removes the lab by its prefix",
-                path.display()
-            ))
-        })
+        serde_json::from_str(&text).map(Some).map_err(|source| LabError::StateUnreadable { path, source })
     }
 
     /// Write atomically (temporary file + rename), so a crash never leaves half a state file.

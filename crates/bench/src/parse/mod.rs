@@ -1,9 +1,8 @@
-//! Parsers of what the benchmark tools and the kernel print. Every parser is pure, never panics on
-//! any input (property-tested), and says clearly what it missed when the text is not what it expects.
+//! Parsers of what the benchmark tools print. Every parser is pure, never panics on any input
+//! (property-tested), and says clearly what it missed when the text is not what it expects. The kernel's
+//! counters (`/proc/stat`, `/proc/softirqs`) are parsed by `telemetry::procfs`.
 
 pub mod iperf;
-pub mod perf;
-pub mod procfs;
 pub mod sysbench;
 pub mod wrk;
 
@@ -12,21 +11,8 @@ use std::collections::BTreeMap;
 /// Named figures of one tool run: `events_per_sec`, `p99_ms`, ...
 pub type Figures = BTreeMap<String, f64>;
 
-/// A tool's output could not be understood.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("cannot parse {tool} output: {reason}; output starts with: {head:?}")]
-pub struct ParseError {
-    pub tool: &'static str,
-    pub reason: String,
-    /// The first characters of the output, to recognize what came back (an error message, nothing).
-    pub head: String,
-}
-
-impl ParseError {
-    pub fn new(tool: &'static str, reason: impl Into<String>, text: &str) -> ParseError {
-        ParseError { tool, reason: reason.into(), head: text.trim_start().chars().take(160).collect() }
-    }
-}
+/// A tool's output could not be understood: the one parse error of vmguard's text parsers.
+pub use telemetry::ParseError;
 
 /// The number that starts `s` (after whitespace), e.g. `591.09` in ` 591.09 MiB/s`. Rejects NaN and
 /// infinities so figures stay plottable.

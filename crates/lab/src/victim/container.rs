@@ -67,10 +67,13 @@ pub fn start(state: &LabState, host: &Host, tool: Option<&Path>) -> Result<Victi
         .arg(&id)
         .timeout(Duration::from_secs(60))
         .run_logged(&log)?;
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| LabError::State(format!("runc started {id} but wrote no PID to {}", pid_file.display())))?;
+    let pid: u32 = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
+        LabError::Victim {
+            victim: id.clone(),
+            reason: format!("runc started it but wrote no PID to {}", pid_file.display()),
+            log: log.clone(),
+        }
+    })?;
     Ok(VictimState {
         container_id: Some(id),
         cgroup: Some(cgroup),

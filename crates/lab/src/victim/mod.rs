@@ -55,22 +55,13 @@ pub fn run_in(
             exec::Cmd::new("runc").arg("--root").arg(container::runc_root(&state.spec)).args(["exec", id]).args(argv)
         }
         crate::VictimKind::Qemu => {
-            let ctl =
-                v.control_socket.as_ref().ok_or_else(|| LabError::Guest("the guest has no command channel".into()))?;
-            let script = argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+            let ctl = v.control_socket.as_ref().ok_or_else(|| LabError::NoGuestChannel(v.name.clone()))?;
+            let script = argv.iter().map(|a| exec::shell_quote(a)).collect::<Vec<_>>().join(" ");
             let out = qemu::guest_run(ctl, &script, timeout)?;
             return Ok(VictimOutput { status: out.status, output: out.output });
         }
+        crate::VictimKind::Xen => return Err(LabError::NotBuilt(v.kind)),
     };
     let out = host_cmd.timeout(timeout).run_unchecked()?;
     Ok(VictimOutput { status: out.status.code().unwrap_or(-1), output: out.stdout + &out.stderr })
-}
-
-/// Quote a word for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }

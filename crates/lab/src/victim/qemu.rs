@@ -252,27 +252,64 @@ pub struct GuestOutput {
     pub output: String,
 }
 
+/// How the guest's command channel failed (carried by [`LabError::GuestChannel`]).
+#[derive(Debug, thiserror::Error)]
+pub enum GuestChannelError {
+    /// The socket cannot be connected to (qemu gone, or not this lab's guest).
+    #[error("cannot reach the guest: {0}")]
+    Connect(std::io::Error),
+    /// The command could not be sent (or the socket set up).
+    #[error("cannot send the command to the guest: {0}")]
+    Send(std::io::Error),
+    /// Nothing came back for the whole timeout.
+    #[error("no answer from the guest within {timeout:?}: {source}")]
+    Silent { timeout: Duration, source: std::io::Error },
+    /// Reading the answer failed otherwise.
+    #[error("reading the guest's answer: {0}")]
+    Read(std::io::Error),
+    /// The guest closed the channel before the command's exit status.
+    #[error("the guest closed its command channel")]
+    Closed,
+    /// The command printed output but did not finish in time.
+    #[error("the guest command did not finish within {0:?}")]
+    Unfinished(Duration),
+}
+
+impl GuestChannelError {
+    /// The guest sent nothing for the whole timeout: see [`LabError::is_guest_channel_silent`].
+    pub fn is_silent(&self) -> bool {
+        matches!(self, GuestChannelError::Silent { .. })
+    }
+}
+
 /// Run a shell script inside the guest over its virtio-serial command channel.
 pub fn guest_run(control_socket: &Path, script: &str, timeout: Duration) -> Result<GuestOutput, LabError> {
-    let fail = |what: &str, e: std::io::Error| LabError::Guest(format!("{what} ({}): {e}", control_socket.display()));
-    let mut stream =
-        UnixStream::connect(control_socket).map_err(|e| fail("cannot reach the guest's command channel", e))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| fail("socket", e))?;
+    let fail = |source: GuestChannelError| LabError::GuestChannel { socket: control_socket.to_path_buf(), source };
+    let mut stream = UnixStream::connect(control_socket).map_err(|e| fail(GuestChannelError::Connect(e)))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| fail(GuestChannelError::Send(e)))?;
     let id = format!(
         "{:x}",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
     );
     writeln!(stream, "{id} {}", base64::engine::general_purpose::STANDARD.encode(script))
-        .map_err(|e| fail("cannot send to the guest", e))?;
+        .map_err(|e| fail(GuestChannelError::Send(e)))?;
     let marker = format!("@@VMGUARD-EXIT {id} ");
     let mut output = String::new();
     let mut reader = BufReader::new(stream);
     let deadline = Instant::now() + timeout;
     loop {
         let mut line = String::new();
-        let n = reader.read_line(&mut line).map_err(|e| fail("no answer from the guest", e))?;
+        let n = reader.read_line(&mut line).map_err(|e| {
+            fail(match e.kind() {
+                // A read timeout: SO_RCVTIMEO expired with nothing read.
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    GuestChannelError::Silent { timeout, source: e }
+                }
+                _ => GuestChannelError::Read(e),
+            })
+        })?;
         if n == 0 {
-            return Err(LabError::Guest("the guest closed its command channel".into()));
+            return Err(fail(GuestChannelError::Closed));
         }
         if let Some(rest) = line.trim_end().strip_prefix(&marker) {
             let status = rest.trim().parse().unwrap_or(-1);
@@ -280,7 +317,7 @@ pub fn guest_run(control_socket: &Path, script: &str, timeout: Duration) -> Resu
         }
         output.push_str(&line);
         if Instant::now() > deadline {
-            return Err(LabError::Guest(format!("the guest command did not finish within {timeout:?}")));
+            return Err(fail(GuestChannelError::Unfinished(timeout)));
         }
     }
 }
@@ -288,6 +325,38 @@ pub fn guest_run(control_socket: &Path, script: &str, timeout: Duration) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_silent_guest_is_told_apart() {
+        let dir = std::env::temp_dir().join(format!("vmguard-lab-ctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("ctl.sock");
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        // A guest that takes the command and never answers.
+        let guest = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&conn).read_line(&mut line).unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            drop(conn);
+            // A second one that takes the command and closes the channel.
+            let (conn, _) = listener.accept().unwrap();
+            BufReader::new(&conn).read_line(&mut line).unwrap();
+            drop(conn);
+        });
+        let err = guest_run(&sock, "true", Duration::from_millis(100)).unwrap_err();
+        assert!(err.is_guest_channel_silent(), "{err}");
+        assert!(err.to_string().contains("no answer from the guest within 100ms"), "{err}");
+        let err = guest_run(&sock, "true", Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(err, LabError::GuestChannel { source: GuestChannelError::Closed, .. }), "{err}");
+        assert!(!err.is_guest_channel_silent());
+        guest.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = guest_run(&sock, "true", Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, LabError::GuestChannel { source: GuestChannelError::Connect(_), .. }), "{err}");
+        assert!(err.to_string().contains("ctl.sock"), "{err}");
+    }
 
     #[test]
     fn mac_is_local_and_stable() {

@@ -129,9 +129,14 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         web_threads: webapp::SeedSize::default().threads,
         web_users: webapp::SeedSize::default().users,
     };
+    // Ctrl-C: the runner stops the running flood, starts no further cell and undoes each victim's
+    // services and settings before it returns.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    crate::signals::on_interrupt(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
     let t0 = Instant::now();
     let mut store_errors = Vec::new();
-    let records = bench::run_matrix(&state, &m, &opts, &mut |ev| match ev {
+    let records = bench::run_matrix(&state, &m, &opts, &stop, &mut |ev| match ev {
         Event::Started(c) => pb.set_message(c.key()),
         Event::Done(r, raw) => {
             if let Some(e) = &r.error {
