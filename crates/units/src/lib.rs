@@ -156,11 +156,11 @@ impl std::fmt::Display for Rate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
             Rate::Unlimited => f.write_str("unlimited"),
-            Rate::PacketsPerSec(p) if p >= 1000 && p % 1000 == 0 => write!(f, "{}kpps", p / 1000),
+            Rate::PacketsPerSec(p) if p >= 1000 && p.is_multiple_of(1000) => write!(f, "{}kpps", p / 1000),
             Rate::PacketsPerSec(p) => write!(f, "{p}pps"),
-            Rate::BitsPerSec(b) if b % 1_000_000_000 == 0 => write!(f, "{}gbit", b / 1_000_000_000),
-            Rate::BitsPerSec(b) if b % 1_000_000 == 0 => write!(f, "{}mbit", b / 1_000_000),
-            Rate::BitsPerSec(b) if b % 1000 == 0 => write!(f, "{}kbit", b / 1000),
+            Rate::BitsPerSec(b) if b.is_multiple_of(1_000_000_000) => write!(f, "{}gbit", b / 1_000_000_000),
+            Rate::BitsPerSec(b) if b.is_multiple_of(1_000_000) => write!(f, "{}mbit", b / 1_000_000),
+            Rate::BitsPerSec(b) if b.is_multiple_of(1000) => write!(f, "{}kbit", b / 1000),
             Rate::BitsPerSec(b) => write!(f, "{b}bit"),
         }
     }
@@ -223,9 +223,9 @@ impl std::str::FromStr for Span {
 impl std::fmt::Display for Span {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.0.as_millis();
-        if self.0.subsec_nanos() % 1_000_000 != 0 {
+        if !self.0.subsec_nanos().is_multiple_of(1_000_000) {
             write!(f, "{}s", self.0.as_secs_f64())
-        } else if ms % 1000 != 0 {
+        } else if !ms.is_multiple_of(1000) {
             write!(f, "{ms}ms")
         } else {
             write!(f, "{}s", ms / 1000)

@@ -1,0 +1,396 @@
+//! The agent: collect every guest's counters each round, score a sliding window per guest with Part
+//! B's model, and raise and clear alerts naming the guest, its role, the score and the evidence.
+//!
+//! Alerts go to the log, a JSON-lines file, the OpenMetrics endpoint (`vmguard_guest_score`,
+//! `vmguard_guest_alert`, `vmguard_guest_alerts_total` per guest) and optionally a webhook, which
+//! posts from its own thread through a bounded queue ([`crate::webhook`]), so a slow receiver never
+//! stalls sampling. Ticks come from [`crate::ticks::ticks_of_round`], the same function training uses.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use detect::online::{AlertEvent, AlertState, DetectorModel, Role, WindowExtractor};
+use serde::Serialize;
+use telemetry::export::{Exporter, ExtraFamily, FamilyKind};
+use telemetry::pipeline::RoundReport;
+use telemetry::{GuestInfo, GuestKind};
+
+use crate::collect::{CollectError, CollectLoop};
+use crate::webhook::Webhook;
+
+/// Why the agent did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot read the model {path} (train one with `vmguard detect train`)")]
+    ReadModel {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the model {path} is not a vmguard detector model")]
+    Model {
+        path: PathBuf,
+        #[source]
+        source: detect::online::ModelLoadError,
+    },
+    #[error("cannot open the alerts file {path}")]
+    AlertsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
+    #[error(transparent)]
+    Collect(#[from] CollectError),
+}
+
+/// Reads a model file written by `vmguard detect train`.
+pub fn load_model(path: &Path) -> Result<DetectorModel, AgentError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| AgentError::ReadModel { path: path.to_path_buf(), source })?;
+    DetectorModel::from_json(&text).map_err(|source| AgentError::Model { path: path.to_path_buf(), source })
+}
+
+/// The detector's families on the exporter.
+#[derive(Clone)]
+pub struct Gauges {
+    score: ExtraFamily,
+    alert: ExtraFamily,
+    alerts: ExtraFamily,
+}
+
+impl Gauges {
+    pub fn new(e: &Exporter) -> Self {
+        Gauges {
+            score: e.family(
+                "vmguard_guest_score",
+                "Detector score of the guest's latest window (0 normal .. 1 attack).",
+                FamilyKind::Gauge,
+            ),
+            alert: e.family(
+                "vmguard_guest_alert",
+                "1 while an alert is raised for the guest, with its role.",
+                FamilyKind::Gauge,
+            ),
+            alerts: e.family("vmguard_guest_alerts", "Alerts raised for the guest.", FamilyKind::Counter),
+        }
+    }
+}
+
+/// One alert line (JSON lines file, webhook body, log).
+#[derive(Debug, Serialize)]
+pub struct AlertLine<'a> {
+    #[serde(flatten)]
+    pub event: &'a AlertEvent,
+    pub kind: &'a str,
+    pub threshold: f64,
+}
+
+/// Where alerts go.
+pub type Sink = Box<dyn FnMut(&AlertLine<'_>) + Send>;
+
+struct GuestScorer {
+    kind: String,
+    extractor: WindowExtractor,
+    alert: AlertState,
+    alerts_total: u64,
+}
+
+/// Scores each collection round: pure logic apart from the sink it is handed.
+pub struct Scorer {
+    model: DetectorModel,
+    guests: HashMap<String, GuestScorer>,
+    gauges: Option<Gauges>,
+    sink: Sink,
+    /// Kinds already reported as having no model entry.
+    unscored: std::collections::BTreeSet<String>,
+}
+
+impl Scorer {
+    pub fn new(model: DetectorModel, gauges: Option<Gauges>, sink: Sink) -> Scorer {
+        Scorer { model, guests: HashMap::new(), gauges, sink, unscored: Default::default() }
+    }
+
+    /// Whether the model scores guests of `kind` (its own entry or the generic one).
+    pub fn scores(&self, kind: GuestKind) -> bool {
+        self.model.for_kind(kind.as_str()).is_some()
+    }
+
+    /// One pipeline round: its deltas → ticks per guest → window → verdict → alert state.
+    pub fn round(&mut self, round: &RoundReport<'_>) {
+        for g in round.new_guests {
+            self.watch(g);
+        }
+        for (guest, ticks) in crate::ticks::ticks_of_round(round) {
+            let Some(g) = self.guests.get_mut(&guest) else { continue };
+            for tick in ticks {
+                let Some(w) = g.extractor.push(tick) else { continue };
+                let Some(km) = self.model.for_kind(&g.kind) else {
+                    if self.unscored.insert(g.kind.clone()) {
+                        tracing::warn!(guest = %guest, kind = %g.kind, "the model has no entry for this kind of guest: not scored");
+                    }
+                    continue;
+                };
+                let v = km.verdict(&w.values(), 3);
+                let ev = g.alert.update(&guest, w.end_ms, &v, km.clear_threshold, &self.model.alert);
+                if matches!(ev, Some(AlertEvent::Raised { .. })) {
+                    g.alerts_total += 1;
+                }
+                if let Some(gg) = &self.gauges {
+                    let role = g.alert.active().map_or("none", |(_, r)| r.as_str());
+                    gg.score.set(&[("guest", &guest), ("kind", &g.kind)], v.score);
+                    gg.alert.remove_where("guest", &guest);
+                    gg.alert.set(
+                        &[("guest", &guest), ("kind", &g.kind), ("role", role)],
+                        f64::from(u8::from(g.alert.active().is_some())),
+                    );
+                    gg.alerts.set(&[("guest", &guest)], g.alerts_total as f64);
+                }
+                if let Some(ev) = ev {
+                    (self.sink)(&AlertLine { event: &ev, kind: &g.kind, threshold: km.threshold });
+                }
+            }
+        }
+    }
+
+    /// Starts scoring a guest (a new one, or a restarted one: its window starts afresh).
+    pub fn watch(&mut self, g: &GuestInfo) {
+        self.guests.insert(
+            g.name.clone(),
+            GuestScorer {
+                kind: g.kind.as_str().to_string(),
+                extractor: WindowExtractor::new(self.model.window_ms),
+                alert: AlertState::new(),
+                alerts_total: 0,
+            },
+        );
+    }
+}
+
+/// The alert's one-line text for the log.
+pub fn describe(ev: &AlertEvent) -> String {
+    match ev {
+        AlertEvent::Raised { guest, role, score, evidence, .. } => {
+            let ev: Vec<String> = evidence
+                .iter()
+                .map(|e| format!("{} {:.0} {} (normal {:.0})", e.feature, e.value, e.unit, e.normal))
+                .collect();
+            format!(
+                "ALERT guest {guest} is {} a flood ({}), score {score:.2}: {}",
+                match role {
+                    Role::Victim => "the target of",
+                    Role::Attacker => "the source of",
+                },
+                role.as_str(),
+                ev.join("; ")
+            )
+        }
+        AlertEvent::Cleared { guest, role, since_ms, time_ms, peak_score } => format!(
+            "CLEARED guest {guest} ({}) after {:.0} s, peak score {peak_score:.2}",
+            role.as_str(),
+            (time_ms - since_ms) as f64 / 1000.0
+        ),
+    }
+}
+
+/// The agent's settings.
+pub struct AgentOptions {
+    pub model: DetectorModel,
+    /// Also append the samples to this store.
+    pub store: Option<PathBuf>,
+    /// Append alerts as JSON lines here.
+    pub alerts: PathBuf,
+    /// POST every alert (JSON) to this http:// URL.
+    pub webhook: Option<String>,
+    /// Serve the detector's gauges beside every guest counter on this exporter.
+    pub exporter: Option<Exporter>,
+    pub interval: Duration,
+    /// Stop after this long (default: until `stop`).
+    pub duration: Option<Duration>,
+}
+
+/// The log, the JSON-lines file and the webhook, as one sink.
+pub fn standard_sink(alerts: &Path, webhook: Option<Webhook>) -> Result<Sink, AgentError> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(alerts)
+        .map_err(|source| AgentError::AlertsFile { path: alerts.to_path_buf(), source })?;
+    Ok(Box::new(move |line: &AlertLine<'_>| {
+        let text = describe(line.event);
+        match line.event {
+            AlertEvent::Raised { .. } => tracing::warn!("{text}"),
+            AlertEvent::Cleared { .. } => tracing::info!("{text}"),
+        }
+        let json = serde_json::to_string(line).unwrap_or_default();
+        if let Err(e) = writeln!(file, "{json}").and_then(|()| file.flush()) {
+            tracing::error!("cannot write the alerts file: {e}");
+        }
+        if let Some(w) = &webhook {
+            w.send(json);
+        }
+    }))
+}
+
+/// Runs the agent on the lab's guests until `stop` is set or the duration ends.
+pub fn run(
+    spec: &lab::LabSpec,
+    guests: Vec<GuestInfo>,
+    opts: AgentOptions,
+    stop: &AtomicBool,
+) -> Result<(), AgentError> {
+    let webhook = opts.webhook.as_deref().map(|url| Webhook::start(url, 64)).transpose()?;
+    let sink = standard_sink(&opts.alerts, webhook)?;
+    let gauges = opts.exporter.as_ref().map(Gauges::new);
+    let mut scorer = Scorer::new(opts.model, gauges, sink);
+    for g in &guests {
+        scorer.watch(g);
+        if !scorer.scores(g.kind) {
+            tracing::warn!(guest = %g.name, "the model has no entry for this kind of guest: not scored");
+        }
+    }
+    tracing::info!(
+        "agent watching {} guests: {}",
+        guests.len(),
+        guests.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let collect = CollectLoop::start(
+        spec,
+        opts.store.as_deref(),
+        guests,
+        opts.interval,
+        opts.exporter.clone(),
+        Box::new(move |round| scorer.round(round)),
+    )?;
+    let end = opts.duration.map(|d| Instant::now() + d);
+    while !stop.load(Ordering::SeqCst) && end.is_none_or(|e| Instant::now() < e) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    collect.finish()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use detect::online::{Class, KindModel, TrainParams};
+    use std::sync::{Arc, Mutex};
+    use telemetry::{Delta, Kind, Sample, SourceId};
+
+    fn toy_model() -> DetectorModel {
+        // A toy model on rx/tx packet rates: flooded = many packets in.
+        let mut data = Vec::new();
+        for i in 0..40 {
+            let mut v = vec![None; detect::online::FEATURES.len()];
+            v[0] = Some(10.0 + i as f64);
+            v[1] = Some(10.0);
+            data.push((v.clone(), Class::Normal));
+            v[0] = Some(5000.0 + i as f64);
+            data.push((v, Class::Victim));
+        }
+        let km = KindModel::train("vanilla", &data, &TrainParams::default()).unwrap();
+        DetectorModel {
+            version: detect::online::MODEL_VERSION,
+            window_ms: 2000,
+            alert: detect::online::AlertParams { raise_after: 2, clear_after: 2 },
+            models: vec![km],
+            trained_on: vec![],
+        }
+    }
+
+    fn guest() -> GuestInfo {
+        GuestInfo::new("v", GuestKind::Vanilla)
+    }
+
+    /// Feeds `secs` rounds of a flood (6000 packets/s into the guest) to `round`.
+    fn flood_rounds(secs: i64, mut round: impl FnMut(&RoundReport<'_>)) {
+        for t in 1..=secs {
+            let sample = |c: &str, v: u64| Sample {
+                time_ns: t * 1_000_000_000,
+                guest: "v".into(),
+                source: SourceId::Netdev,
+                counter: c.into(),
+                value: v,
+                kind: Kind::Counter,
+            };
+            let samples = [sample("tx_packets", 0), sample("rx_packets", 0)];
+            let delta = |d: u64| Some(Delta { time_ns: t * 1_000_000_000, delta: d, interval_ns: 1_000_000_000 });
+            let deltas = [delta(6000), delta(10)];
+            round(&RoundReport {
+                index: t as u64,
+                time_ns: t * 1_000_000_000,
+                samples: &samples,
+                deltas: &deltas,
+                failures: &[],
+                new_guests: &[],
+                duration: Duration::ZERO,
+                guests: 1,
+            });
+        }
+    }
+
+    #[test]
+    fn scores_rounds_and_serves_gauges() {
+        let exporter = Exporter::new();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let ev2 = Arc::clone(&events);
+        let mut sc = Scorer::new(
+            toy_model(),
+            Some(Gauges::new(&exporter)),
+            Box::new(move |l| ev2.lock().unwrap().push(serde_json::to_string(l).unwrap())),
+        );
+        sc.watch(&guest());
+        flood_rounds(6, |r| sc.round(r));
+        let ev = events.lock().unwrap();
+        assert!(ev.iter().any(|e| e.contains("\"raised\"") && e.contains("\"victim\"")), "{ev:?}");
+        let t = exporter.encode();
+        assert!(t.contains("vmguard_guest_alert{guest=\"v\",kind=\"vanilla\",role=\"victim\"} 1.0\n"), "{t}");
+        assert!(t.contains("vmguard_guest_alerts_total{guest=\"v\"} 1\n"), "{t}");
+        assert!(t.contains("vmguard_guest_score{guest=\"v\",kind=\"vanilla\"}"), "{t}");
+    }
+
+    /// A webhook receiver that accepts connections and never answers: every round is still scored
+    /// at once (the alert is queued, not posted in the sampling thread).
+    #[test]
+    fn a_receiver_that_never_answers_does_not_stall_scoring() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let held2 = Arc::clone(&held);
+        std::thread::spawn(move || {
+            for c in listener.incoming().flatten() {
+                held2.lock().unwrap().push(c); // read nothing, answer nothing
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let webhook = Webhook::start(&url, 4).unwrap();
+        let sink = standard_sink(&dir.path().join("alerts.jsonl"), Some(webhook)).unwrap();
+        let mut sc = Scorer::new(toy_model(), None, sink);
+        sc.watch(&guest());
+        // Many raise/clear cycles: a flood, calm, a flood, ... every round timed.
+        let mut slowest = Duration::ZERO;
+        for _ in 0..10 {
+            flood_rounds(6, |r| {
+                let t = Instant::now();
+                sc.round(r);
+                slowest = slowest.max(t.elapsed());
+            });
+            sc.watch(&guest()); // restart the guest's state so the next flood raises again
+        }
+        let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+        assert!(alerts.lines().count() >= 10, "{alerts}");
+        assert!(slowest < Duration::from_millis(200), "a round took {slowest:?} with a silent webhook receiver");
+    }
+
+    #[test]
+    fn alert_text_names_the_role_not_a_flood_kind() {
+        let ev =
+            AlertEvent::Raised { guest: "qemu".into(), time_ms: 0, role: Role::Attacker, score: 0.9, evidence: vec![] };
+        let t = describe(&ev);
+        assert!(t.contains("source of a flood") && !t.contains("SYN"), "{t}");
+    }
+}

@@ -1,0 +1,24 @@
+//! The middle layer of vmguard, between the command line and the crates that touch the OS. Each
+//! thing the commands do on the lab exists here once, usable and testable as a library:
+//!
+//! - [`scenario`]: typed scenarios (workload kinds, flood tools, kinds and senders as enums), parsed
+//!   once, errors naming the file, the phase and the field;
+//! - [`workload`]: the benign workloads;
+//! - [`flood`]: the one lab-aware flood launch (attacker, zombie or hping3; the target policy; the
+//!   zombie request protocol; the victim's side measured), used by `flood`, `record`, `demo` and bench;
+//! - [`collect`]: the lab's guests for telemetry and the background collection loop;
+//! - [`record`]: the recording loop with ground truth;
+//! - [`dataset`], [`ticks`], [`evaluate`]: labelled data from the store, samples to the detector's
+//!   ticks (one function for live and recorded data), Part A and Part B on recorded data;
+//! - [`agent`]: the online scoring loop and its alert sinks; [`webhook`]: the non-blocking webhook.
+
+pub mod agent;
+pub mod collect;
+pub mod dataset;
+pub mod evaluate;
+pub mod flood;
+pub mod record;
+pub mod scenario;
+pub mod ticks;
+pub mod webhook;
+pub mod workload;

@@ -1,0 +1,215 @@
+//! The recording loop: run a scenario on the lab while collecting every guest's counters into the
+//! store, and write timed ground truth beside them (one label per guest per phase, see
+//! [`crate::scenario::Phase::truth_of`]). A phase whose workload or flood failed is labelled
+//! `unknown`, which training and evaluation leave out.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use detect::truth::Truth;
+use flood::FloodConfig;
+use serde::Serialize;
+
+use crate::collect::{CollectError, CollectLoop};
+use crate::flood::{LabFlood, LaunchError};
+use crate::scenario::{FloodSpec, Scenario, ScenarioError};
+use crate::workload::{self, Job, WorkloadError};
+
+/// How to record.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    /// The store to append samples and labels to.
+    pub store: PathBuf,
+    /// Sampling period of the collector.
+    pub interval: Duration,
+    /// Scales every phase's duration (e.g. 0.5 for a quick run).
+    pub time_scale: f64,
+}
+
+/// Why a recording did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    #[error(transparent)]
+    Collect(#[from] CollectError),
+    #[error("time scale {0} must be in (0, 10]")]
+    TimeScale(f64),
+    #[error("sampling interval {0:?} is shorter than {min} ms, the shortest that keeps sampling rounds apart", min = detect::online::MIN_ROUND_MS)]
+    Interval(Duration),
+    #[error("phase `{phase}`: cannot start the {what}")]
+    Start {
+        phase: String,
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("storing the labels in {path}")]
+    Labels {
+        path: String,
+        #[source]
+        source: store::StoreError,
+    },
+}
+
+/// What a recording did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordReport {
+    pub scenario: String,
+    pub store: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub samples: u64,
+    /// (guest, label, seconds) per guest and phase.
+    pub labels: Vec<(String, String, String)>,
+    /// Workloads and floods that failed (their phases are labelled `unknown`).
+    pub failures: Vec<String>,
+    /// Stopped before the last phase.
+    pub interrupted: bool,
+}
+
+fn flood_job(state: &lab::LabState, f: &FloodSpec, dur: Duration) -> Result<Job<LaunchError>, LaunchError> {
+    let plan = LabFlood {
+        from: f.from.clone(),
+        target: f.target.clone(),
+        source: flood::SourceChoice::Spoof,
+        tool: f.tool,
+        config: FloodConfig { kind: f.kind, rate: f.rate, duration: dur, ..FloodConfig::default() },
+    };
+    let prepared = crate::flood::prepare(state, plan)?;
+    let what = format!("{} {} flood {} -> {} at {}", f.tool.as_str(), f.kind, f.from, f.target, f.rate);
+    Ok(Job::spawn(what, move || prepared.run(&mut |_| {}).map(|_| ())))
+}
+
+/// Records `scenario` on the running lab. `stop` ends it after the current phase's wait (the
+/// phases that ran are labelled); `progress` hears of each phase.
+pub fn record(
+    state: &lab::LabState,
+    scenario: &Scenario,
+    opts: &RecordOptions,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<RecordReport, RecordError> {
+    if !(opts.time_scale > 0.0 && opts.time_scale <= 10.0) {
+        return Err(RecordError::TimeScale(opts.time_scale));
+    }
+    if opts.interval < Duration::from_millis(detect::online::MIN_ROUND_MS as u64) {
+        return Err(RecordError::Interval(opts.interval));
+    }
+    let guests: Vec<telemetry::GuestInfo> = state.victims.iter().map(lab::VictimState::guest_info).collect();
+    let names: Vec<&str> = guests.iter().map(|g| g.name.as_str()).collect();
+    scenario.check_guests(&names)?;
+    let collect =
+        CollectLoop::start(&state.spec, Some(&opts.store), guests.clone(), opts.interval, None, Box::new(|_| {}))?;
+    // Two rounds before the first phase, so its first deltas exist.
+    std::thread::sleep(2 * opts.interval + Duration::from_millis(100));
+    let start_ns = telemetry::unix_now_ns();
+    let mut labels = Vec::new();
+    let mut failures = Vec::new();
+    let mut interrupted = false;
+    for p in &scenario.phases {
+        if stop.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        let dur = p.duration.mul_f64(opts.time_scale);
+        progress(&format!("{}: phase {} ({:.0} s)", scenario.name, p.name, dur.as_secs_f64()));
+        let phase_start = telemetry::unix_now_ns();
+        let mut workloads = Vec::new();
+        let mut floods = Vec::new();
+        let start_err = |what: String, e: Box<dyn std::error::Error + Send + Sync>| RecordError::Start {
+            phase: p.name.clone(),
+            what,
+            source: e,
+        };
+        for w in &p.workloads {
+            workloads.push(
+                workload::start(state, w, dur)
+                    .map_err(|e| start_err(format!("{} workload on {}", w.kind, w.target), Box::new(e)))?,
+            );
+        }
+        for f in &p.floods {
+            floods.push(
+                flood_job(state, f, dur)
+                    .map_err(|e| start_err(format!("flood {} -> {}", f.from, f.target), Box::new(e)))?,
+            );
+        }
+        let deadline = Instant::now() + dur;
+        while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())));
+        }
+        let phase_end = telemetry::unix_now_ns();
+        let mut failed = false;
+        let mut note = |what: &str, e: String| {
+            failures.push(format!("phase {}: {what}: {e}", p.name));
+            failed = true;
+        };
+        for j in workloads {
+            let what = j.what.clone();
+            match j.join() {
+                Ok(()) => {}
+                Err(Some(e)) => note(&what, error_chain(&e)),
+                Err(None) => note(&what, "panicked".into()),
+            }
+        }
+        for j in floods {
+            let what = j.what.clone();
+            match j.join() {
+                Ok(()) => {}
+                Err(Some(e)) => note(&what, error_chain(&e)),
+                Err(None) => note(&what, "panicked".into()),
+            }
+        }
+        for g in &guests {
+            let truth = if failed { Truth::Unknown } else { p.truth_of(&g.name) };
+            labels.push(store::Label {
+                guest: g.name.clone(),
+                start_ns: phase_start,
+                end_ns: phase_end,
+                label: truth.as_str().into(),
+                scenario: scenario.name.clone(),
+            });
+        }
+    }
+    let end_ns = telemetry::unix_now_ns();
+    // One more round after the last phase, then stop.
+    std::thread::sleep(opts.interval + Duration::from_millis(100));
+    let samples = collect.finish()?;
+    let path = opts.store.display().to_string();
+    let mut st =
+        store::Store::open(&opts.store).map_err(|source| RecordError::Labels { path: path.clone(), source })?;
+    st.add_labels(&labels).map_err(|source| RecordError::Labels { path: path.clone(), source })?;
+    Ok(RecordReport {
+        scenario: scenario.name.clone(),
+        store: path,
+        start_ns,
+        end_ns,
+        samples,
+        labels: labels
+            .iter()
+            .map(|l| (l.guest.clone(), l.label.clone(), format!("{:.1}s", (l.end_ns - l.start_ns) as f64 / 1e9)))
+            .collect(),
+        failures,
+        interrupted,
+    })
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+// Keeps the workload error type in this module's public surface for callers matching on it.
+#[doc(hidden)]
+pub type RecordWorkloadError = WorkloadError;
