@@ -4,20 +4,21 @@ use std::net::Ipv4Addr;
 
 use crate::WireError;
 use crate::checksum;
+use crate::field::{read_addr, read_u16, write_u16};
 
 /// Byte ranges of the header fields.
 pub mod field {
-    use std::ops::Range;
+    use crate::field::Field;
     pub const VER_IHL: usize = 0;
     pub const TOS: usize = 1;
-    pub const LENGTH: Range<usize> = 2..4;
-    pub const IDENT: Range<usize> = 4..6;
-    pub const FLG_OFF: Range<usize> = 6..8;
+    pub const LENGTH: Field = 2..4;
+    pub const IDENT: Field = 4..6;
+    pub const FLG_OFF: Field = 6..8;
     pub const TTL: usize = 8;
     pub const PROTOCOL: usize = 9;
-    pub const CHECKSUM: Range<usize> = 10..12;
-    pub const SRC: Range<usize> = 12..16;
-    pub const DST: Range<usize> = 16..20;
+    pub const CHECKSUM: Field = 10..12;
+    pub const SRC: Field = 12..16;
+    pub const DST: Field = 16..20;
 }
 
 /// Length of a header without options (the only kind this crate emits).
@@ -33,14 +34,6 @@ pub mod protocol {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
-}
-
-fn be16(b: &[u8], r: std::ops::Range<usize>) -> u16 {
-    u16::from_be_bytes([b[r.start], b[r.start + 1]])
-}
-
-fn addr(b: &[u8], r: std::ops::Range<usize>) -> Ipv4Addr {
-    Ipv4Addr::new(b[r.start], b[r.start + 1], b[r.start + 2], b[r.start + 3])
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
@@ -97,24 +90,24 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn total_len(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::LENGTH)
+        read_u16(self.buffer.as_ref(), field::LENGTH)
     }
 
     pub fn ident(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::IDENT)
+        read_u16(self.buffer.as_ref(), field::IDENT)
     }
 
     pub fn dont_frag(&self) -> bool {
-        be16(self.buffer.as_ref(), field::FLG_OFF) & 0x4000 != 0
+        read_u16(self.buffer.as_ref(), field::FLG_OFF) & 0x4000 != 0
     }
 
     pub fn more_frags(&self) -> bool {
-        be16(self.buffer.as_ref(), field::FLG_OFF) & 0x2000 != 0
+        read_u16(self.buffer.as_ref(), field::FLG_OFF) & 0x2000 != 0
     }
 
     /// Fragment offset in bytes.
     pub fn frag_offset(&self) -> u16 {
-        (be16(self.buffer.as_ref(), field::FLG_OFF) & 0x1fff) * 8
+        (read_u16(self.buffer.as_ref(), field::FLG_OFF) & 0x1fff) * 8
     }
 
     pub fn ttl(&self) -> u8 {
@@ -126,15 +119,15 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::CHECKSUM)
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     pub fn src_addr(&self) -> Ipv4Addr {
-        addr(self.buffer.as_ref(), field::SRC)
+        read_addr(self.buffer.as_ref(), field::SRC)
     }
 
     pub fn dst_addr(&self) -> Ipv4Addr {
-        addr(self.buffer.as_ref(), field::DST)
+        read_addr(self.buffer.as_ref(), field::DST)
     }
 
     /// Does the header checksum verify?
@@ -161,17 +154,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     pub fn set_total_len(&mut self, v: u16) {
-        self.buffer.as_mut()[field::LENGTH].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::LENGTH, v);
     }
 
     pub fn set_ident(&mut self, v: u16) {
-        self.buffer.as_mut()[field::IDENT].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::IDENT, v);
     }
 
     /// Flags (DF, no MF) and a zero fragment offset: the only form this crate emits.
     pub fn set_flags_unfragmented(&mut self, dont_frag: bool) {
         let v: u16 = if dont_frag { 0x4000 } else { 0 };
-        self.buffer.as_mut()[field::FLG_OFF].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::FLG_OFF, v);
     }
 
     pub fn set_ttl(&mut self, v: u8) {
@@ -183,7 +176,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     pub fn set_checksum(&mut self, v: u16) {
-        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
 
     pub fn set_src_addr(&mut self, a: Ipv4Addr) {

@@ -22,6 +22,7 @@
 
 pub mod checksum;
 pub mod craft;
+pub mod field;
 pub mod ipv4;
 pub mod tcp;
 pub mod udp;

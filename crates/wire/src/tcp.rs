@@ -4,20 +4,21 @@ use std::net::Ipv4Addr;
 
 use crate::WireError;
 use crate::checksum;
+use crate::field::{read_u16, read_u32, write_u16, write_u32};
 use crate::ipv4::protocol;
 
 /// Byte ranges of the header fields.
 pub mod field {
-    use std::ops::Range;
-    pub const SRC_PORT: Range<usize> = 0..2;
-    pub const DST_PORT: Range<usize> = 2..4;
-    pub const SEQ: Range<usize> = 4..8;
-    pub const ACK: Range<usize> = 8..12;
+    use crate::field::Field;
+    pub const SRC_PORT: Field = 0..2;
+    pub const DST_PORT: Field = 2..4;
+    pub const SEQ: Field = 4..8;
+    pub const ACK: Field = 8..12;
     pub const DATA_OFF: usize = 12;
     pub const FLAGS: usize = 13;
-    pub const WINDOW: Range<usize> = 14..16;
-    pub const CHECKSUM: Range<usize> = 16..18;
-    pub const URGENT: Range<usize> = 18..20;
+    pub const WINDOW: Field = 14..16;
+    pub const CHECKSUM: Field = 16..18;
+    pub const URGENT: Field = 18..20;
 }
 
 /// Length of a header without options.
@@ -91,14 +92,14 @@ impl TcpOption {
             TcpOption::Nop => b[0] = 1,
             TcpOption::Mss(v) => {
                 b[..2].copy_from_slice(&[2, 4]);
-                b[2..4].copy_from_slice(&v.to_be_bytes());
+                write_u16(b, 2..4, v);
             }
             TcpOption::WindowScale(s) => b.copy_from_slice(&[3, 3, s]),
             TcpOption::SackPermitted => b.copy_from_slice(&[4, 2]),
             TcpOption::Timestamps { tsval, tsecr } => {
                 b[..2].copy_from_slice(&[8, 10]);
-                b[2..6].copy_from_slice(&tsval.to_be_bytes());
-                b[6..10].copy_from_slice(&tsecr.to_be_bytes());
+                write_u32(b, 2..6, tsval);
+                write_u32(b, 6..10, tsecr);
             }
             TcpOption::Unknown { kind, len } => {
                 b.fill(0);
@@ -127,13 +128,10 @@ impl TcpOption {
         }
         let body = &buf[2..len_us];
         let opt = match (kind, len) {
-            (2, 4) => TcpOption::Mss(u16::from_be_bytes([body[0], body[1]])),
+            (2, 4) => TcpOption::Mss(read_u16(body, 0..2)),
             (3, 3) => TcpOption::WindowScale(body[0]),
             (4, 2) => TcpOption::SackPermitted,
-            (8, 10) => TcpOption::Timestamps {
-                tsval: u32::from_be_bytes([body[0], body[1], body[2], body[3]]),
-                tsecr: u32::from_be_bytes([body[4], body[5], body[6], body[7]]),
-            },
+            (8, 10) => TcpOption::Timestamps { tsval: read_u32(body, 0..4), tsecr: read_u32(body, 4..8) },
             (2 | 3 | 4 | 8, _) => return malformed("TCP option with a wrong length for its kind"),
             _ => TcpOption::Unknown { kind, len },
         };
@@ -145,14 +143,6 @@ impl TcpOption {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
-}
-
-fn be16(b: &[u8], r: std::ops::Range<usize>) -> u16 {
-    u16::from_be_bytes([b[r.start], b[r.start + 1]])
-}
-
-fn be32(b: &[u8], r: std::ops::Range<usize>) -> u32 {
-    u32::from_be_bytes([b[r.start], b[r.start + 1], b[r.start + 2], b[r.start + 3]])
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
@@ -187,19 +177,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn src_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::SRC_PORT)
+        read_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     pub fn dst_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::DST_PORT)
+        read_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     pub fn seq_number(&self) -> u32 {
-        be32(self.buffer.as_ref(), field::SEQ)
+        read_u32(self.buffer.as_ref(), field::SEQ)
     }
 
     pub fn ack_number(&self) -> u32 {
-        be32(self.buffer.as_ref(), field::ACK)
+        read_u32(self.buffer.as_ref(), field::ACK)
     }
 
     /// Header length in bytes, options included.
@@ -212,15 +202,15 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn window_len(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::WINDOW)
+        read_u16(self.buffer.as_ref(), field::WINDOW)
     }
 
     pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::CHECKSUM)
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     pub fn urgent_at(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::URGENT)
+        read_u16(self.buffer.as_ref(), field::URGENT)
     }
 
     /// The raw option bytes.
@@ -243,19 +233,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_src_port(&mut self, v: u16) {
-        self.buffer.as_mut()[field::SRC_PORT].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::SRC_PORT, v);
     }
 
     pub fn set_dst_port(&mut self, v: u16) {
-        self.buffer.as_mut()[field::DST_PORT].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::DST_PORT, v);
     }
 
     pub fn set_seq_number(&mut self, v: u32) {
-        self.buffer.as_mut()[field::SEQ].copy_from_slice(&v.to_be_bytes());
+        write_u32(self.buffer.as_mut(), field::SEQ, v);
     }
 
     pub fn set_ack_number(&mut self, v: u32) {
-        self.buffer.as_mut()[field::ACK].copy_from_slice(&v.to_be_bytes());
+        write_u32(self.buffer.as_mut(), field::ACK, v);
     }
 
     /// Header length in bytes (a multiple of 4, 20 to 60).
@@ -268,15 +258,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     pub fn set_window_len(&mut self, v: u16) {
-        self.buffer.as_mut()[field::WINDOW].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::WINDOW, v);
     }
 
     pub fn set_checksum(&mut self, v: u16) {
-        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
 
     pub fn set_urgent_at(&mut self, v: u16) {
-        self.buffer.as_mut()[field::URGENT].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::URGENT, v);
     }
 
     pub fn options_mut(&mut self) -> &mut [u8] {

@@ -4,15 +4,16 @@ use std::net::Ipv4Addr;
 
 use crate::WireError;
 use crate::checksum;
+use crate::field::{read_u16, write_u16};
 use crate::ipv4::protocol;
 
 /// Byte ranges of the header fields.
 pub mod field {
-    use std::ops::Range;
-    pub const SRC_PORT: Range<usize> = 0..2;
-    pub const DST_PORT: Range<usize> = 2..4;
-    pub const LENGTH: Range<usize> = 4..6;
-    pub const CHECKSUM: Range<usize> = 6..8;
+    use crate::field::Field;
+    pub const SRC_PORT: Field = 0..2;
+    pub const DST_PORT: Field = 2..4;
+    pub const LENGTH: Field = 4..6;
+    pub const CHECKSUM: Field = 6..8;
 }
 
 pub const HEADER_LEN: usize = 8;
@@ -21,10 +22,6 @@ pub const HEADER_LEN: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
-}
-
-fn be16(b: &[u8], r: std::ops::Range<usize>) -> u16 {
-    u16::from_be_bytes([b[r.start], b[r.start + 1]])
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
@@ -59,21 +56,21 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn src_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::SRC_PORT)
+        read_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     pub fn dst_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::DST_PORT)
+        read_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     /// The length field (header + payload).
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::LENGTH)
+        read_u16(self.buffer.as_ref(), field::LENGTH)
     }
 
     pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::CHECKSUM)
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     pub fn payload(&self) -> &[u8] {
@@ -93,19 +90,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_src_port(&mut self, v: u16) {
-        self.buffer.as_mut()[field::SRC_PORT].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::SRC_PORT, v);
     }
 
     pub fn set_dst_port(&mut self, v: u16) {
-        self.buffer.as_mut()[field::DST_PORT].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::DST_PORT, v);
     }
 
     pub fn set_len(&mut self, v: u16) {
-        self.buffer.as_mut()[field::LENGTH].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::LENGTH, v);
     }
 
     pub fn set_checksum(&mut self, v: u16) {
-        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&v.to_be_bytes());
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
 
     pub fn payload_mut(&mut self) -> &mut [u8] {
