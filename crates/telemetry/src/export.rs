@@ -283,7 +283,7 @@ impl Exporter {
     /// Start (or keep) exporting a guest, labelled with its kind.
     pub fn add_guest(&self, name: &str, kind: GuestKind) {
         let mut s = lock(&self.series.0);
-        let kind = guest_kind_label(kind);
+        let kind = kind.as_str();
         s.guests.entry(name.into()).or_insert_with(|| GuestSeries { kind, values: BTreeMap::new() }).kind = kind;
     }
 
@@ -349,15 +349,6 @@ impl Exporter {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-}
-
-fn guest_kind_label(kind: GuestKind) -> &'static str {
-    match kind {
-        GuestKind::Vanilla => "vanilla",
-        GuestKind::Container => "container",
-        GuestKind::Qemu => "qemu",
-        GuestKind::Xen => "xen",
     }
 }
 
