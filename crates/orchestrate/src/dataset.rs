@@ -17,7 +17,7 @@ pub enum DatasetError {
         what: String,
         path: String,
         #[source]
-        source: store::StoreError,
+        source: Box<store::StoreError>,
     },
     #[error(
         "no labelled data in the store {0} for the selected scenarios: record some first (`vmguard record SCENARIO`)"
@@ -82,7 +82,7 @@ pub fn load(store: &Store, sel: &Selection) -> Result<Vec<GuestData>, DatasetErr
     let err = |what: &str| {
         let path = path.clone();
         let what = what.to_string();
-        move |source| DatasetError::Store { what, path, source }
+        move |source| DatasetError::Store { what, path, source: Box::new(source) }
     };
     let labels = store.labels(None, i64::MIN, i64::MAX).map_err(err("labels"))?;
     let labels: Vec<store::Label> = labels.into_iter().filter(|l| sel.accepts(&l.scenario)).collect();

@@ -1,24 +1,26 @@
 //! vmguard: measure, detect and mitigate TCP SYN floods against virtualized hosts.
 //!
-//! This crate owns flags and the config file; each subcommand lives in `cmd/` and hands plain config
-//! structs to the library crates.
+//! This crate owns flags, the config file, progress and output; each subcommand lives in `cmd/` and
+//! hands plain values to `orchestrate` and the other library crates, which own the work. Command
+//! modules never import each other: what two commands print alike is in `tables`, `labui`.
 
 mod cmd;
 mod config;
-mod dataset;
-mod guests;
+mod labui;
 mod output;
 mod progress;
 mod signals;
+mod tables;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "vmguard", version, about, long_about = None)]
 pub struct Cli {
-    /// Lab description (TOML); defaults apply to everything it leaves out, and with no file at all.
-    #[arg(long, global = true, env = "VMGUARD_CONFIG", default_value = "vmguard.toml")]
-    pub config: std::path::PathBuf,
+    /// Lab description (TOML); defaults apply to everything it leaves out. A file named here (or in
+    /// VMGUARD_CONFIG) must exist; without either, ./vmguard.toml is read if present.
+    #[arg(long, global = true, env = "VMGUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Print results as JSON on stdout (logs stay on stderr).
     #[arg(long, global = true)]
     pub json: bool,
@@ -27,6 +29,14 @@ pub struct Cli {
     pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The configuration: the file named by `--config` or `VMGUARD_CONFIG` (which must exist), else
+    /// `./vmguard.toml` if present, else the defaults.
+    pub fn load_config(&self) -> anyhow::Result<config::Config> {
+        config::Config::load_for(self.config.as_deref())
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,7 +12,6 @@ use lab::{Rate, VictimKind};
 use serde::Serialize;
 
 use crate::Cli;
-use crate::config::Config;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -70,7 +69,7 @@ struct BenchReport<'a> {
 
 pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     lab::require_root()?;
-    let config = Config::load(&cli.config)?;
+    let config = cli.load_config()?;
     let spec = &config.lab;
     let state = lab::LabState::load(spec)?.ok_or_else(|| lab::LabError::NotUp(spec.prefix.clone()))?;
     let mut m = if args.quick { MatrixSpec::quick(spec.attacker_rate) } else { MatrixSpec::full(spec.attacker_rate) };

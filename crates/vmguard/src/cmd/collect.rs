@@ -13,14 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
+use telemetry::SourceId;
 use telemetry::export::{Exporter, MetricsServer};
-use telemetry::pipeline::{Pipeline, RoundReport, RunOptions, Stats};
-use telemetry::{GuestInfo, SourceId};
+use telemetry::pipeline::{Pipeline, RunOptions, Stats};
 
 use crate::Cli;
-use crate::cmd::flood::parse_duration;
-use crate::config::Config;
-use crate::{guests, output, progress};
+use crate::{output, progress};
+use orchestrate::collect::{current_guests, lab_guests, store_round};
 
 #[derive(Debug, Args)]
 pub struct CollectArgs {
@@ -34,16 +33,16 @@ pub struct CollectArgs {
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Stop after this long (e.g. 60s, 10m); without it, run until Ctrl-C or SIGTERM.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = units::parse_duration)]
     pub duration: Option<Duration>,
     /// How often the lab's state is read again to pick up guests that came or went.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = units::parse_duration)]
     pub refresh: Duration,
 }
 
 /// At least 10 ms: shorter rounds would measure the collector more than the guests.
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
+    let d = units::parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_millis(10) {
         return Err(format!("interval `{s}` is shorter than the 10ms minimum"));
     }
@@ -69,27 +68,8 @@ pub struct CollectSummary {
     pub failures_by_guest: std::collections::BTreeMap<String, std::collections::BTreeMap<SourceId, u64>>,
 }
 
-/// The lab's guests now: none when the lab is down (its guests are gone), an error when its state
-/// cannot be read.
-pub fn current_guests(spec: &lab::LabSpec) -> Result<Vec<GuestInfo>, String> {
-    match lab::LabState::load(spec) {
-        Ok(Some(state)) => Ok(state.victims.iter().map(lab::VictimState::guest_info).collect()),
-        Ok(None) => Ok(Vec::new()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Store a round: its new guests' descriptions and its samples, one transaction for the samples.
-pub fn store_round(store: &mut store::Store, round: &RoundReport<'_>) -> Result<(), store::StoreError> {
-    for g in round.new_guests {
-        store.put_guest(g)?;
-    }
-    store.append(round.samples)?;
-    Ok(())
-}
-
 pub fn run(cli: &Cli, args: &CollectArgs) -> anyhow::Result<()> {
-    let spec = Config::load(&cli.config)?.lab;
+    let spec = cli.load_config()?.lab;
     // Bad input first (store, port), then the lab: it must be up to start; later it may come and go.
     let mut store =
         store::Store::open(&args.db).with_context(|| format!("cannot store samples in {}", args.db.display()))?;
@@ -98,7 +78,7 @@ pub fn run(cli: &Cli, args: &CollectArgs) -> anyhow::Result<()> {
         (Some(addr), Some(e)) => Some(MetricsServer::bind(addr, e.clone())?),
         _ => None,
     };
-    let (_, first) = guests::lab_guests(&spec).context("nothing to collect from")?;
+    let (_, first) = lab_guests(&spec).context("nothing to collect from")?;
     if let Some(s) = &server {
         tracing::info!("serving OpenMetrics at http://{}/metrics", s.local_addr());
     }

@@ -3,32 +3,38 @@
 //! attacker link with its effect measured, then detection: Part B trained on the spot on a short
 //! recorded run (`scenarios/demo-train.toml`: benign load and SYN floods only), and scored on the
 //! recorded `demo` scenario (a SYN flood, then a UDP flood it never saw), with the result as a table;
-//! and the lab torn down, also when a step fails.
+//! and the lab torn down, also when a step fails or on Ctrl-C (a second Ctrl-C still tears down).
 
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use flood::{FloodConfig, Rate, SourceChoice};
+use detect::online::AlertParams;
+use flood::{FloodConfig, Rate};
+use orchestrate::dataset::{self, Selection};
+use orchestrate::flood::{LabFlood, Sender};
+use orchestrate::record::RecordOptions;
+use orchestrate::scenario::Scenario;
 
-use super::record::{RecordArgs, Scenario};
-use super::train::TrainArgs;
 use crate::Cli;
-use crate::config::Config;
-use crate::dataset::{self, Selection};
 
 /// The demo's scenarios, embedded so the demo runs from any directory.
 const DEMO_TRAIN: &str = include_str!("../../../../scenarios/demo-train.toml");
 const DEMO: &str = include_str!("../../../../scenarios/demo.toml");
 
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
-    let spec = Config::load(&cli.config)?.lab;
+    let spec = cli.load_config()?.lab;
     // A lab left over by an earlier crash would make `lab up` refuse: clear it first.
     let leftover = lab::down(&spec)?;
     if !leftover.removed.is_empty() {
         tracing::info!("removed a lab left over from an earlier run");
     }
-    let result = steps(cli, &spec);
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    crate::signals::on_interrupt(move || s.store(true, Ordering::SeqCst));
+    crate::signals::finish_cleanup_on_second_interrupt();
+    let result = steps(cli, &spec, &stop);
     println!("\n== tearing the lab down");
     let down = lab::down(&spec);
     result?;
@@ -37,22 +43,31 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn steps(cli: &Cli, spec: &lab::LabSpec) -> anyhow::Result<()> {
+fn interrupted(stop: &AtomicBool) -> anyhow::Result<()> {
+    anyhow::ensure!(!stop.load(Ordering::SeqCst), "interrupted");
+    Ok(())
+}
+
+fn steps(cli: &Cli, spec: &lab::LabSpec, stop: &AtomicBool) -> anyhow::Result<()> {
     println!("== lab up: attacker, gateway, client and victims {:?}", spec.victims);
-    super::lab::up(cli, spec)?;
-    let state = lab::LabState::load(spec)?.ok_or_else(|| lab::LabError::NotUp(spec.prefix.clone()))?;
+    let state = crate::labui::up(cli, spec)?;
+    interrupted(stop)?;
 
     println!("\n== SYN flood from the attacker over its {} link, 5 s at each victim", spec.attacker_rate);
     let mut rows = Vec::new();
     for v in &state.victims {
         let config = FloodConfig { rate: Rate::Unlimited, duration: Duration::from_secs(5), ..FloodConfig::default() };
-        let report = super::flood::launch(&state, "attacker", &v.name, SourceChoice::Spoof, config, &mut |_| {})?;
-        let s = &report.summary;
-        let e = report.victim.expect("a lab victim has effects");
+        let prepared = orchestrate::flood::prepare(&state, LabFlood::new(Sender::Attacker, &v.name, config))?;
+        let stopper = prepared.stopper();
+        crate::signals::on_interrupt(move || stopper.stop());
+        let report = prepared.run(&mut |_| {})?;
+        interrupted(stop)?;
+        let s = report.summary.as_ref().context("a vmguard flood has a summary")?;
+        let e = report.victim.as_ref().context("a lab victim has effects")?;
         rows.push(vec![
             v.name.clone(),
-            s["sent"].to_string(),
-            format!("{:.0}", s["achieved_pps"].as_f64().unwrap_or(0.0)),
+            s.sent.to_string(),
+            format!("{:.0}", s.achieved_pps),
             e.rx_packets.to_string(),
             e.syncookies_sent.to_string(),
             format!("{:.1}", e.victim_cpu_percent),
@@ -66,49 +81,39 @@ fn steps(cli: &Cli, spec: &lab::LabSpec) -> anyhow::Result<()> {
             rows
         )
     );
-    detection(cli, &state)
+    detection(cli, &state, stop)
 }
 
 /// Record the training run and the demo run, train Part B on the first, score the second.
-fn detection(cli: &Cli, state: &lab::LabState) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("vmguard-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let names: Vec<String> = state.victims.iter().map(|v| v.name.clone()).collect();
-    let train = write_scenario(&dir, DEMO_TRAIN, &names)?;
-    let demo = write_scenario(&dir, DEMO, &names)?;
-    let store = dir.join("demo.db");
-    let model = dir.join("model.json");
+fn detection(cli: &Cli, state: &lab::LabState, stop: &AtomicBool) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new().prefix("vmguard-demo-").tempdir().context("creating the demo's directory")?;
+    // Kept for the user to look at (store and model), as the last line says.
+    let dir = dir.keep();
+    let names: Vec<&str> = state.victims.iter().map(|v| v.name.as_str()).collect();
+    let train = Scenario::parse(DEMO_TRAIN, "embedded demo-train.toml")?.restricted_to(&names);
+    let demo = Scenario::parse(DEMO, "embedded demo.toml")?.restricted_to(&names);
+    let opts = RecordOptions { store: dir.join("demo.db"), interval: Duration::from_secs(1), time_scale: 1.0 };
+    let model_path = dir.join("model.json");
     let record = |sc: &Scenario| -> anyhow::Result<()> {
-        let secs: u64 =
-            sc.phases.iter().map(|p| super::detect::parse_duration_ms(&p.duration).unwrap_or(0) / 1000).sum();
-        println!("\n== recording scenario {} ({secs} s): {}", sc.name, sc.description);
-        let args = RecordArgs {
-            scenario: sc.name.clone(),
-            scenario_dir: dir.clone(),
-            store: store.clone(),
-            interval: 1000,
-            time_scale: 1.0,
-        };
-        super::record::run(cli, &args)
+        println!("\n== recording scenario {} ({:.0} s): {}", sc.name, sc.duration(1.0).as_secs_f64(), sc.description);
+        let bar = crate::progress::spinner(cli.json);
+        let r = orchestrate::record::record(state, sc, &opts, stop, &mut |m| bar.set_message(m.to_string()));
+        bar.finish_and_clear();
+        let r = r?;
+        crate::tables::record_report(&r);
+        interrupted(stop)
     };
     record(&train)?;
     println!("\n== training the detector on {} only (SYN floods at a listener, benign load)", train.name);
-    let targs = TrainArgs {
-        store: store.clone(),
-        out: model.clone(),
-        window: 5000,
-        scenarios: vec![train.name.clone()],
-        exclude: vec![demo.name.clone()],
-        raise_after: 2,
-        clear_after: 5,
-    };
-    super::train::run(cli, &targs)?;
+    let st = store::Store::open(&opts.store)?;
+    let train_data = dataset::load(&st, &Selection { include: vec![train.name.clone()], exclude: vec![] })?;
+    let training = orchestrate::evaluate::train(&train_data, 5000, AlertParams { raise_after: 2, clear_after: 5 })?;
+    std::fs::write(&model_path, serde_json::to_string_pretty(&training.model)?)
+        .with_context(|| format!("writing {}", model_path.display()))?;
+    println!("trained on {} windows -> {}", training.windows, model_path.display());
     record(&demo)?;
-    let st = store::Store::open(&store)?;
     let data = dataset::load(&st, &Selection { include: vec![demo.name.clone()], exclude: vec![] })?;
-    let text = std::fs::read_to_string(&model)?;
-    let m = detect::online::DetectorModel::from_json(&text)?;
-    let b = super::train::evaluate(&m, &data);
+    let b = orchestrate::evaluate::evaluate(&training.model, &data);
     println!(
         "\n== detection result on the recorded `{}` run (model trained on this machine a minute ago on `{}`, not on this run)",
         demo.name, train.name
@@ -116,14 +121,14 @@ fn detection(cli: &Cli, state: &lab::LabState) -> anyhow::Result<()> {
     let floods: Vec<(String, String)> = demo
         .phases
         .iter()
-        .flat_map(|p| p.floods.iter().map(|f| (f.target.clone(), format!("{} flood, {} pps", f.kind, f.rate))))
+        .flat_map(|p| p.floods.iter().map(|f| (f.target.clone(), format!("{} flood, {}", f.kind, f.rate))))
         .collect();
     let rows = b.detections.iter().map(|d| {
         let what = floods.iter().find(|(t, _)| *t == d.guest).map_or("-".to_string(), |(_, w)| w.clone());
         vec![
             d.guest.clone(),
             what,
-            dataset::role_of_label(&d.label).map_or("-", |r| r.as_str()).to_string(),
+            d.truth.role().map_or("-", |r| r.as_str()).to_string(),
             d.alert_after_s.map_or("missed".into(), |s| format!("{s:.1} s")),
             d.role.map_or("-".into(), |r| r.as_str().to_string()),
             d.cleared_after_s.map_or("-".into(), |s| format!("{s:.1} s")),
@@ -148,19 +153,6 @@ fn detection(cli: &Cli, state: &lab::LabState) -> anyhow::Result<()> {
             b.false_alerts
         );
     }
-    println!("(store, model and scenarios kept in {})", dir.display());
+    println!("(store and model kept in {})", dir.display());
     Ok(())
-}
-
-/// Writes an embedded scenario to `dir`, without workloads and floods on victims this lab lacks.
-fn write_scenario(dir: &Path, text: &str, victims: &[String]) -> anyhow::Result<Scenario> {
-    let mut sc = Scenario::parse(text, "embedded demo scenario")?;
-    let known = |n: &String| n == "attacker" || victims.contains(n);
-    for p in &mut sc.phases {
-        p.workloads.retain(|w| known(&w.target));
-        p.floods.retain(|f| known(&f.target) && known(&f.from));
-    }
-    let path: PathBuf = dir.join(format!("{}.toml", sc.name));
-    std::fs::write(&path, toml::to_string(&sc)?).with_context(|| format!("writing {}", path.display()))?;
-    Ok(sc)
 }

@@ -1,10 +1,8 @@
 //! `vmguard lab ...`
 
-use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::Cli;
-use crate::config::Config;
 use crate::output;
 
 #[derive(Debug, Subcommand)]
@@ -63,7 +61,7 @@ pub struct GatewayArgs {
 }
 
 pub fn run(cli: &Cli, command: &LabCommand) -> anyhow::Result<()> {
-    let mut spec = Config::load(&cli.config)?.lab;
+    let mut spec = cli.load_config()?.lab;
     match command {
         LabCommand::Up(args) => {
             if let Some(rate) = args.attacker_rate {
@@ -79,9 +77,9 @@ pub fn run(cli: &Cli, command: &LabCommand) -> anyhow::Result<()> {
                     Accel::Tcg => lab::AccelChoice::Tcg,
                 };
             }
-            up(cli, &spec)
+            crate::labui::up(cli, &spec).map(|_| ())
         }
-        LabCommand::Status => status(cli, &spec),
+        LabCommand::Status => crate::labui::status(cli, &spec),
         LabCommand::Down => {
             let report = lab::down(&spec)?;
             for w in &report.warnings {
@@ -110,7 +108,7 @@ pub fn run(cli: &Cli, command: &LabCommand) -> anyhow::Result<()> {
             Ok(())
         }
         LabCommand::Exec(args) => {
-            let state = lab::LabState::load(&spec)?.ok_or_else(|| lab::LabError::NotUp(spec.prefix.clone()))?;
+            let state = crate::labui::running(&spec)?;
             let out =
                 lab::victim::run_in(&state, &args.victim, &args.command, std::time::Duration::from_secs(args.timeout))?;
             if cli.json {
@@ -135,62 +133,4 @@ pub fn run(cli: &Cli, command: &LabCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-pub fn up(cli: &Cli, spec: &lab::LabSpec) -> anyhow::Result<()> {
-    let spinner = crate::progress::spinner(cli.json);
-    let started = std::time::Instant::now();
-    let tool = std::env::current_exe().ok();
-    let result = lab::up(spec, tool.as_deref(), &|msg| {
-        spinner.set_message(msg.to_string());
-        tracing::debug!("{msg}");
-    });
-    spinner.finish_and_clear();
-    let state = match result {
-        Ok(state) => state,
-        // Refused before anything was created: nothing was removed either.
-        Err(e @ (lab::LabError::AlreadyUp(_) | lab::LabError::NotRoot | lab::LabError::Spec(_))) => {
-            return Err(e.into());
-        }
-        Err(e) => return Err(e).context("lab up failed (what it had created was removed; logs are kept)"),
-    };
-    if let Some(image) = &state.image {
-        match image.build_secs {
-            Some(s) => {
-                tracing::info!("guest image {} built in {s:.1} s ({} KiB)", image.key, image.initramfs_bytes / 1024)
-            }
-            None => tracing::info!("guest image {} from cache", image.key),
-        }
-    }
-    tracing::info!("lab `{}` up in {:.1} s", spec.prefix, started.elapsed().as_secs_f64());
-    status(cli, spec)
-}
-
-pub fn status(cli: &Cli, spec: &lab::LabSpec) -> anyhow::Result<()> {
-    let report = lab::status(spec)?;
-    if cli.json {
-        return output::json(&report);
-    }
-    println!("lab `{}`: {}", report.prefix, report.phase);
-    if let (Some(rate), Some(drop)) = (&report.attacker_rate, report.gateway_drop) {
-        println!("attacker link: {rate}; gateway: {}", if drop { "DROPS forwarded packets" } else { "forwards" });
-    }
-    if !report.victims.is_empty() {
-        let rows = report.victims.iter().map(|v| {
-            vec![
-                v.name.clone(),
-                v.address.to_string(),
-                if v.http_ok { "ok".into() } else { "NO ANSWER".into() },
-                v.accelerator.clone().unwrap_or_else(|| "-".into()),
-                v.pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
-                format!("{:.1}", v.start_secs),
-                format!("{:.1}", v.rss_kib as f64 / 1024.0),
-            ]
-        });
-        println!("{}", output::table(&["victim", "address", "http", "accel", "pids", "start s", "RSS MiB"], rows));
-    }
-    if report.phase == "leftover" {
-        println!("namespaces left over: {} (run `vmguard lab down`)", report.namespaces.join(" "));
-    }
-    Ok(())
 }

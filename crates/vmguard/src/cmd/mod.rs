@@ -1,4 +1,4 @@
-//! One module per command group.
+//! One module per command group; none imports another.
 
 pub mod agent;
 pub mod bench;
@@ -9,4 +9,3 @@ pub mod flood;
 pub mod lab;
 pub mod record;
 pub mod report;
-pub mod train;

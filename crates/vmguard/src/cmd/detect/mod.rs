@@ -3,16 +3,19 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use detect::{CounterSample, CovarianceType, CsvOptions, FitConfig, MappingStrategy, Method, Scaling, WindowParams};
+use detect::{CovarianceType, CsvOptions, FitConfig, MappingStrategy, Method, Scaling};
 use serde::Serialize;
-use telemetry::{GuestKind, SourceId};
+
+mod train;
 
 use crate::Cli;
-use crate::dataset::{self, GuestData, Selection};
 use crate::output;
+use orchestrate::dataset::{self, Selection};
+use orchestrate::evaluate::PartATable;
 
 #[derive(Debug, Subcommand)]
 pub enum DetectCommand {
@@ -22,7 +25,7 @@ pub enum DetectCommand {
     /// vmguard's detector beside it when a model is given.
     Eval(EvalArgs),
     /// Fit vmguard's detector on recorded runs and write it as JSON.
-    Train(super::train::TrainArgs),
+    Train(train::TrainArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,8 +114,8 @@ pub struct EvalArgs {
     #[arg(long, env = "VMGUARD_STORE", default_value = "vmguard.db")]
     pub store: PathBuf,
     /// Window lengths (e.g. 5s,10s,30s or the seed's 2m,5m,10m,20m).
-    #[arg(long, value_delimiter = ',', default_value = "5s,10s,30s,2m,5m,10m,20m", value_parser = parse_duration_ms)]
-    pub windows: Vec<u64>,
+    #[arg(long, value_delimiter = ',', default_value = "5s,10s,30s,2m,5m,10m,20m", value_parser = units::parse_duration)]
+    pub windows: Vec<Duration>,
     /// Clustering methods of the seed's table.
     #[arg(long, value_delimiter = ',', value_enum, default_value = "kmeans,em")]
     pub methods: Vec<MethodArg>,
@@ -133,31 +136,11 @@ pub struct EvalArgs {
     pub seed: u64,
 }
 
-/// Parses "500ms", "10s", "2m", "2min", "1h" or plain seconds into milliseconds.
-pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let v: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 10s, 2m, 500ms)"))?;
-    let mult = match unit.trim() {
-        "ms" => 1.0,
-        "" | "s" | "sec" => 1e3,
-        "m" | "min" => 60e3,
-        "h" => 3600e3,
-        u => return Err(format!("unknown unit '{u}' in '{s}': use ms, s, m or h")),
-    };
-    let ms = (v * mult).round();
-    if ms <= 0.0 {
-        return Err(format!("duration '{s}' must be positive"));
-    }
-    Ok(ms as u64)
-}
-
 pub fn run(cli: &Cli, cmd: &DetectCommand) -> anyhow::Result<()> {
     match cmd {
         DetectCommand::Fit(a) => fit(cli, a),
         DetectCommand::Eval(a) => eval(cli, a),
-        DetectCommand::Train(a) => super::train::run(cli, a),
+        DetectCommand::Train(a) => train::run(cli, a),
     }
 }
 
@@ -281,138 +264,12 @@ fn metrics_text(m: &detect::BinaryMetrics) -> String {
     )
 }
 
-/// Part A's feature set for a kind of guest, as stored counters: (source, counter) in column order.
-/// Counters the host did not collect for a guest (KVM statistics under TCG) are left out at load time.
-pub fn part_a_features(kind: GuestKind) -> (&'static str, Vec<(SourceId, &'static str)>) {
-    match kind {
-        GuestKind::Xen => {
-            ("xen", detect::features::XEN_HYPERCALLS.counter_names().into_iter().map(|c| (SourceId::Xentrace, c)).collect())
-        }
-        GuestKind::Qemu => (
-            "kvm",
-            vec![
-                (SourceId::Kvm, "vcpu.exits"),
-                (SourceId::Kvm, "vcpu.io_exits"),
-                (SourceId::Kvm, "vcpu.mmio_exits"),
-                (SourceId::Kvm, "vcpu.irq_exits"),
-                (SourceId::Kvm, "vcpu.halt_exits"),
-                (SourceId::Kvm, "vcpu.hypercalls"),
-                (SourceId::Kvm, "vcpu.irq_injections"),
-                (SourceId::Netdev, "rx_packets"),
-                (SourceId::Netdev, "tx_packets"),
-            ],
-        ),
-        GuestKind::Container | GuestKind::Vanilla => (
-            "container",
-            vec![
-                (SourceId::Snmp, "TcpExt.SyncookiesSent"),
-                (SourceId::Snmp, "TcpExt.ListenDrops"),
-                (SourceId::Snmp, "TcpExt.ListenOverflows"),
-                (SourceId::Snmp, "Tcp.InSegs"),
-                (SourceId::Snmp, "Tcp.OutSegs"),
-                (SourceId::Cgroup, "cpu.usage_ns"),
-            ],
-        ),
-    }
-}
-
-/// One Part A table: a feature set over the guests that have it.
-#[derive(Serialize)]
-pub struct PartATable {
-    pub feature_set: &'static str,
-    pub guests: Vec<String>,
-    pub features: Vec<String>,
-    pub report: detect::AccuracyReport,
-}
-
-/// The seed's experiment on recorded data, one table per feature set (guest kind).
-pub fn part_a(
-    data: &[GuestData],
-    windows_ms: &[u64],
-    methods: &[Method],
-    cfg: &FitConfig,
-) -> anyhow::Result<Vec<PartATable>> {
-    let mut sets: Vec<(&'static str, Vec<&GuestData>)> = Vec::new();
-    for g in data {
-        let (name, _) = part_a_features(g.kind);
-        match sets.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, v)) => v.push(g),
-            None => sets.push((name, vec![g])),
-        }
-    }
-    let mut out = Vec::new();
-    for (set, guests) in sets {
-        let (_, wanted) = part_a_features(guests[0].kind);
-        // Only counters every guest of the set has (KVM statistics are absent under TCG).
-        let present: Vec<(SourceId, &str)> = wanted
-            .into_iter()
-            .filter(|(src, c)| guests.iter().all(|g| g.samples.iter().any(|s| s.source == *src && s.counter == *c)))
-            .collect();
-        if present.is_empty() {
-            tracing::warn!(feature_set = set, "none of the feature set's counters were collected; skipped");
-            continue;
-        }
-        let mut samples = Vec::new();
-        for g in &guests {
-            for s in &g.samples {
-                if present.iter().any(|(src, c)| s.source == *src && s.counter == *c) {
-                    samples.push(CounterSample {
-                        time_ms: s.time_ns.div_euclid(1_000_000),
-                        guest: g.name.clone(),
-                        counter: s.counter.to_string(),
-                        value: s.value as f64,
-                    });
-                }
-            }
-        }
-        let names: Vec<&str> = present.iter().map(|(_, c)| *c).collect();
-        let base = WindowParams::new(1000, &names).max_gap_ms(5_000);
-        let truth = |w: &detect::Window| {
-            let g = guests.iter().find(|g| g.name == w.guest)?;
-            g.truth(w.start_ms * 1_000_000, w.end_ms * 1_000_000)
-        };
-        let report = detect::evaluate_lengths(&samples, &base, windows_ms, methods, cfg, &truth)
-            .with_context(|| format!("evaluating the seed's method on the {set} feature set"))?;
-        out.push(PartATable {
-            feature_set: set,
-            guests: guests.iter().map(|g| g.name.clone()).collect(),
-            features: names.iter().map(|s| s.to_string()).collect(),
-            report,
-        });
-    }
-    Ok(out)
-}
-
-/// Metrics rows of a report, for people.
-pub fn report_details(r: &detect::AccuracyReport) -> comfy_table::Table {
-    output::table(
-        &["window", "method", "windows", "accuracy", "precision", "recall", "F1", "TP", "FP", "TN", "FN"],
-        r.rows.iter().map(|row| {
-            let m = &row.metrics;
-            let c = &m.confusion;
-            vec![
-                detect::eval::window_name(row.window_secs),
-                row.method.clone(),
-                c.total().to_string(),
-                format!("{:.1}%", 100.0 * m.accuracy),
-                format!("{:.1}%", 100.0 * m.precision),
-                format!("{:.1}%", 100.0 * m.recall),
-                format!("{:.3}", m.f1),
-                c.true_positive.to_string(),
-                c.false_positive.to_string(),
-                c.true_negative.to_string(),
-                c.false_negative.to_string(),
-            ]
-        }),
-    )
-}
-
 #[derive(Serialize)]
 struct EvalReport {
     store: String,
     scenarios: Vec<String>,
     part_a: Vec<PartATable>,
-    part_b: Option<super::train::PartBReport>,
+    part_b: Option<detect::online::PartBReport>,
 }
 
 fn eval(cli: &Cli, a: &EvalArgs) -> anyhow::Result<()> {
@@ -430,9 +287,11 @@ fn eval(cli: &Cli, a: &EvalArgs) -> anyhow::Result<()> {
         ..FitConfig::default()
     };
     let methods: Vec<Method> = a.methods.iter().map(|m| m.method()).collect();
-    let tables = part_a(&data, &a.windows, &methods, &cfg)?;
+    let windows_ms: Vec<u64> = a.windows.iter().map(|w| w.as_millis() as u64).collect();
+    let tables =
+        orchestrate::evaluate::part_a(&data, &windows_ms, &methods, &cfg).context("evaluating the seed's method")?;
     let part_b = match &a.model {
-        Some(path) => Some(super::train::evaluate_model_file(path, &data, &a.windows)?),
+        Some(path) => Some(orchestrate::evaluate::evaluate(&orchestrate::agent::load_model(path)?, &data)),
         None => None,
     };
     let mut scenarios: Vec<String> = data.iter().flat_map(|g| g.scenarios()).collect();
@@ -443,39 +302,9 @@ fn eval(cli: &Cli, a: &EvalArgs) -> anyhow::Result<()> {
         return output::json(&report);
     }
     println!("scenarios: {}", report.scenarios.join(", "));
-    for t in &report.part_a {
-        println!(
-            "\nPart A (seed's method), feature set {} ({}) on guests {}:",
-            t.feature_set,
-            t.features.join(", "),
-            t.guests.join(", ")
-        );
-        if t.report.rows.is_empty() {
-            println!("  (no window length had labelled windows)");
-            continue;
-        }
-        print!("{}", t.report.to_table());
-        println!("{}", report_details(&t.report));
-    }
+    crate::tables::part_a(&report.part_a);
     if let Some(b) = &report.part_b {
-        super::train::print_part_b(b);
+        crate::tables::part_b(b);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration_ms("10s"), Ok(10_000));
-        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
-        assert_eq!(parse_duration_ms("2min"), Ok(120_000));
-        assert_eq!(parse_duration_ms("500ms"), Ok(500));
-        assert_eq!(parse_duration_ms("90"), Ok(90_000));
-        assert!(parse_duration_ms("ten").is_err());
-        assert!(parse_duration_ms("5 parsecs").is_err());
-        assert!(parse_duration_ms("0s").is_err());
-    }
 }

@@ -1,0 +1,184 @@
+//! Terminal tables of the library reports that more than one command prints (a flood's effect, a
+//! recording, Part A and Part B figures, the lab's status), so commands never import each other.
+
+use detect::online::PartBReport;
+use orchestrate::evaluate::PartATable;
+use orchestrate::flood::FloodReport;
+use orchestrate::record::RecordReport;
+
+use crate::output;
+
+pub fn flood_report(r: &FloodReport) {
+    match &r.summary {
+        Some(s) => println!(
+            "flood from {} to {} ({}:{}): {} packets sent in {:.2} s, {:.0} pps, {:.2} Mbit/s, {} errors, stopped by {:?}",
+            r.from,
+            r.target,
+            s.kind,
+            s.dst_port,
+            s.sent,
+            s.elapsed_secs,
+            s.achieved_pps,
+            s.achieved_bps / 1e6,
+            s.errors,
+            s.stopped_by,
+        ),
+        None => println!(
+            "{} flood from {} to {}: {} packets sent",
+            r.tool,
+            r.from,
+            r.target,
+            r.sent().map_or("?".into(), |n| n.to_string())
+        ),
+    }
+    if let Some(v) = &r.victim {
+        let rows = [vec![
+            v.name.clone(),
+            v.rx_packets.to_string(),
+            v.syncookies_sent.to_string(),
+            v.listen_drops.to_string(),
+            format!("{:.1}", v.victim_cpu_percent),
+            format!("{:.1}", v.host_softirq_percent),
+        ]];
+        println!(
+            "{}",
+            output::table(
+                &["victim", "rx packets", "SYN cookies sent", "listen drops", "victim CPU %", "host softirq %"],
+                rows
+            )
+        );
+    }
+}
+
+pub fn record_report(r: &RecordReport) {
+    println!(
+        "recorded scenario {} into {}: {} samples, {} labels over {:.0} s{}",
+        r.scenario,
+        r.store,
+        r.samples,
+        r.labels.len(),
+        (r.end_ns - r.start_ns) as f64 / 1e9,
+        if r.interrupted { " (interrupted: the phases that ran are labelled)" } else { "" }
+    );
+    for f in &r.failures {
+        println!("  warning: {f} (phase labelled unknown)");
+    }
+}
+
+/// Metrics rows of an accuracy report, for people.
+pub fn report_details(r: &detect::AccuracyReport) -> comfy_table::Table {
+    output::table(
+        &["window", "method", "windows", "accuracy", "precision", "recall", "F1", "TP", "FP", "TN", "FN"],
+        r.rows.iter().map(|row| {
+            let m = &row.metrics;
+            let c = &m.confusion;
+            vec![
+                detect::eval::window_name(row.window_secs),
+                row.method.clone(),
+                c.total().to_string(),
+                format!("{:.1}%", 100.0 * m.accuracy),
+                format!("{:.1}%", 100.0 * m.precision),
+                format!("{:.1}%", 100.0 * m.recall),
+                format!("{:.3}", m.f1),
+                c.true_positive.to_string(),
+                c.false_positive.to_string(),
+                c.true_negative.to_string(),
+                c.false_negative.to_string(),
+            ]
+        }),
+    )
+}
+
+pub fn part_a(tables: &[PartATable]) {
+    for t in tables {
+        println!(
+            "\nPart A (seed's method), feature set {} ({}) on guests {}:",
+            t.feature_set,
+            t.features.join(", "),
+            t.guests.join(", ")
+        );
+        if t.report.rows.is_empty() {
+            println!("  (no window length had labelled windows)");
+            continue;
+        }
+        print!("{}", t.report.to_table());
+        println!("{}", report_details(&t.report));
+    }
+}
+
+pub fn part_b(b: &PartBReport) {
+    println!(
+        "\nPart B (vmguard detector), sliding windows of {} s, trained on {}:",
+        b.window_secs,
+        b.trained_on.join(", ")
+    );
+    if b.metrics.is_some() {
+        print!("{}", b.report.to_table());
+        println!("{}", report_details(&b.report));
+    } else {
+        println!("  (no labelled windows)");
+    }
+    if let Some(f) = b.false_positive_rate {
+        println!("false positives on benign windows: {:.2}%; alerts outside attacks: {}", 100.0 * f, b.false_alerts);
+    }
+    let per = b.per_scenario.iter().map(|(k, m)| {
+        vec![
+            k.clone(),
+            m.confusion.total().to_string(),
+            format!("{:.1}%", 100.0 * m.accuracy),
+            m.confusion.false_positive.to_string(),
+            m.confusion.false_negative.to_string(),
+        ]
+    });
+    println!("{}", output::table(&["scenario", "windows", "accuracy", "FP", "FN"], per));
+    println!("{}", detections(b));
+    if let Some(r) = b.role_accuracy {
+        println!("role named correctly in {:.0}% of alerted attacks", 100.0 * r);
+    }
+    if let Some(m) = &b.metrics {
+        println!(
+            "attack windows caught by the benign-only novelty check alone: {} of {}",
+            b.attack_windows_by_novelty,
+            m.confusion.true_positive + m.confusion.false_negative
+        );
+    }
+}
+
+/// One row per attack: when it was alerted, with which role, when the alert cleared.
+pub fn detections(b: &PartBReport) -> comfy_table::Table {
+    let rows = b.detections.iter().map(|d| {
+        vec![
+            d.scenario.clone(),
+            d.guest.clone(),
+            d.truth.as_str().to_string(),
+            d.alert_after_s.map_or("missed".into(), |s| format!("{s:.1} s")),
+            d.role.map_or("-".into(), |r| r.as_str().to_string()),
+            d.cleared_after_s.map_or("-".into(), |s| format!("{s:.1} s")),
+        ]
+    });
+    output::table(&["scenario", "guest", "truth", "alert after", "role", "cleared after"], rows)
+}
+
+pub fn lab_status(report: &lab::StatusReport) {
+    println!("lab `{}`: {}", report.prefix, report.phase);
+    if let (Some(rate), Some(drop)) = (&report.attacker_rate, report.gateway_drop) {
+        println!("attacker link: {rate}; gateway: {}", if drop { "DROPS forwarded packets" } else { "forwards" });
+    }
+    if !report.victims.is_empty() {
+        let rows = report.victims.iter().map(|v| {
+            vec![
+                v.name.clone(),
+                v.address.to_string(),
+                if v.http_ok { "ok".into() } else { "NO ANSWER".into() },
+                v.accelerator.clone().unwrap_or_else(|| "-".into()),
+                v.pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
+                format!("{:.1}", v.start_secs),
+                format!("{:.1}", v.rss_kib as f64 / 1024.0),
+            ]
+        });
+        println!("{}", output::table(&["victim", "address", "http", "accel", "pids", "start s", "RSS MiB"], rows));
+    }
+    if report.phase == "leftover" {
+        println!("namespaces left over: {} (run `vmguard lab down`)", report.namespaces.join(" "));
+    }
+}
