@@ -63,9 +63,9 @@ pub enum BenchError {
     Unavailable(String),
     /// The flood could not start or failed.
     #[error("SYN flood: {0}")]
-    Flood(#[source] flood::FloodError),
-    /// The flood's thread panicked.
-    #[error("SYN flood: the flood thread panicked")]
+    Flood(#[from] orchestrate::flood::LaunchError),
+    /// The flood ended without the engine's summary.
+    #[error("SYN flood: no summary from the flood engine")]
     FloodPanicked,
     /// A file operation failed.
     #[error("{what}: {source}")]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use exec::{Cmd, shell_quote};
 use lab::{LabState, VictimKind, VictimState};
+use orchestrate::flood::{LabFlood, RunningFlood, Sender};
 use telemetry::procfs;
 use telemetry::{Collector, Sample};
 
@@ -378,7 +379,9 @@ impl<'a> VictimCtx<'a> {
 
         let before = HostSnapshot::take(&mut self.collector)?;
         let flood = match cell.phase {
-            Phase::Attack => Some(start_flood(self.state, &self.victim, cell, port, self.spec.duration + SLACK)?),
+            Phase::Attack => {
+                Some(start_flood(self.state, &self.victim, port, cell.attack_rate, self.spec.duration + SLACK)?)
+            }
             Phase::Idle => None,
         };
         if flood.is_some() {
@@ -386,7 +389,7 @@ impl<'a> VictimCtx<'a> {
             std::thread::sleep(Duration::from_millis(500));
         }
         // A stop ends the flood at once; the benchmark inside the victim runs to its end.
-        let stop_flood = flood.as_ref().map(|f| f.stop.clone());
+        let stop_flood = flood.as_ref().map(RunningFlood::stopper);
         let mut outcome = stop_while(
             self.stop,
             move || {
@@ -408,7 +411,7 @@ impl<'a> VictimCtx<'a> {
             raw.push_str("\n[vmguard: retried after the guest command channel went silent]\n");
             outcome = self.benchmark(cell.benchmark, raw);
         }
-        let flood = flood.map(RunningFlood::finish).transpose()?;
+        let flood = flood.map(flood_figures).transpose()?;
         let after = HostSnapshot::take(&mut self.collector)?;
         let host = before.figures(&after);
         let (metric, _) = cell.benchmark.metric();
@@ -557,56 +560,35 @@ fn wait_http(state: &LabState, addr: std::net::Ipv4Addr, timeout: Duration, stop
     }
 }
 
-/// A flood running on its own thread until stopped or its bound expires.
-struct RunningFlood {
-    stop: flood::StopHandle,
-    thread: std::thread::JoinHandle<Result<flood::Summary, flood::FloodError>>,
-}
-
+/// The cell's SYN flood from the attacker, through the lab's one flood launch.
 fn start_flood(
     state: &LabState,
     victim: &VictimState,
-    cell: &CellSpec,
     port: u16,
+    rate: lab::Rate,
     bound: Duration,
 ) -> Result<RunningFlood, BenchError> {
-    let plan = &state.plan;
-    let policy = flood::TargetPolicy {
-        lab_targets: state.victims.iter().map(|v| (v.name.clone(), v.address)).collect(),
-        spoof_subnet: plan.spoof_subnet,
-        lab_network: plan.network,
-        allow_loopback: false,
-    };
-    let target = policy.resolve(&victim.name, flood::SourceChoice::Spoof).map_err(|e| BenchError::Flood(e.into()))?;
-    let rate = match cell.attack_rate.bits_per_sec() {
-        Some(b) => flood::Rate::BitsPerSec(b),
-        None => flood::Rate::Unlimited,
-    };
     let config = flood::FloodConfig {
         kind: flood::FloodKind::Syn,
         dst_port: Some(port),
         rate,
         duration: bound,
-        netns: Some(plan.attacker.ns.clone()),
         ..Default::default()
     };
-    let f = flood::Flood::new(target, config).map_err(BenchError::Flood)?;
-    let stop = f.stop_handle();
-    let thread = std::thread::spawn(move || f.run(|_| {}));
-    Ok(RunningFlood { stop, thread })
+    let plan = LabFlood { measure_victim: false, ..LabFlood::new(Sender::Attacker, &victim.name, config) };
+    Ok(orchestrate::flood::prepare(state, plan)?.spawn())
 }
 
-impl RunningFlood {
-    fn finish(self) -> Result<FloodFigures, BenchError> {
-        self.stop.stop();
-        let summary = self.thread.join().map_err(|_| BenchError::FloodPanicked)?.map_err(BenchError::Flood)?;
-        Ok(FloodFigures {
-            sent: summary.sent,
-            achieved_pps: summary.achieved_pps,
-            achieved_bps: summary.achieved_bps,
-            elapsed_secs: summary.elapsed_secs,
-        })
-    }
+fn flood_figures(flood: RunningFlood) -> Result<FloodFigures, BenchError> {
+    flood.stop();
+    let report = flood.finish()?;
+    let summary = report.summary.ok_or(BenchError::FloodPanicked)?;
+    Ok(FloodFigures {
+        sent: summary.sent,
+        achieved_pps: summary.achieved_pps,
+        achieved_bps: summary.achieved_bps,
+        elapsed_secs: summary.elapsed_secs,
+    })
 }
 
 /// Host-wide and victim counters at one instant.

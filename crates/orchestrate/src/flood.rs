@@ -157,12 +157,22 @@ pub struct LabFlood {
     pub source: SourceChoice,
     pub tool: FloodTool,
     pub config: FloodConfig,
+    /// Read the victim's counters before and after (the report's [`VictimEffects`]); callers that
+    /// measure the victim themselves (the benchmark) turn it off.
+    pub measure_victim: bool,
 }
 
 impl LabFlood {
-    /// A vmguard flood from `from` to `target` with spoofed sources.
+    /// A vmguard flood from `from` to `target` with spoofed sources, its victim measured.
     pub fn new(from: Sender, target: impl Into<String>, config: FloodConfig) -> LabFlood {
-        LabFlood { from, target: target.into(), source: SourceChoice::Spoof, tool: FloodTool::Vmguard, config }
+        LabFlood {
+            from,
+            target: target.into(),
+            source: SourceChoice::Spoof,
+            tool: FloodTool::Vmguard,
+            config,
+            measure_victim: true,
+        }
     }
 }
 
@@ -285,7 +295,9 @@ pub fn prepare(state: &LabState, plan: LabFlood) -> Result<PreparedFlood, Launch
     let checked = policy.resolve(&plan.target, plan.source)?;
     let mut config = plan.config;
     config.check()?;
-    let victim = state.victims.iter().find(|v| v.address == checked.addr()).cloned();
+    let target_victim = state.victims.iter().find(|v| v.address == checked.addr()).cloned();
+    let target_name = target_victim.as_ref().map_or(plan.target.clone(), |v| v.name.clone());
+    let victim = target_victim.filter(|_| plan.measure_victim);
     let mut stopper = Stopper::default();
     let engine = match (&plan.from, plan.tool) {
         (Sender::Attacker, FloodTool::Vmguard) => {
@@ -339,7 +351,7 @@ pub fn prepare(state: &LabState, plan: LabFlood) -> Result<PreparedFlood, Launch
     Ok(PreparedFlood {
         state: state.clone(),
         from: plan.from,
-        target: victim.as_ref().map_or(plan.target, |v| v.name.clone()),
+        target: target_name,
         tool: plan.tool,
         victim,
         engine,
@@ -396,6 +408,10 @@ pub struct RunningFlood {
 impl RunningFlood {
     pub fn stop(&self) {
         self.stopper.stop();
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
     }
 
     /// Waits for the flood to end (it ends at its bound; call [`Self::stop`] first to end it now).

@@ -76,6 +76,7 @@ fn flood_job(state: &lab::LabState, f: &FloodSpec, dur: Duration) -> Result<Job<
         source: flood::SourceChoice::Spoof,
         tool: f.tool,
         config: FloodConfig { kind: f.kind, rate: f.rate, duration: dur, ..FloodConfig::default() },
+        measure_victim: false,
     };
     let prepared = crate::flood::prepare(state, plan)?;
     let what = format!("{} {} flood {} -> {} at {}", f.tool.as_str(), f.kind, f.from, f.target, f.rate);

@@ -87,6 +87,7 @@ impl FloodArgs {
                 },
                 ..FloodConfig::default()
             },
+            measure_victim: true,
         }
     }
 }
