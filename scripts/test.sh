@@ -21,7 +21,7 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 has() { command -v "$1" >/dev/null 2>&1; }
 
 # name | nextest filter | prerequisite check (shell) | why it is needed
-GROUPS=(
+TEST_GROUPS=(
 	"live|binary(/_live\$/)|is_root|needs root: it builds network namespaces, taps, cgroups, runc containers, a qemu guest, raw sockets"
 	"promtool|binary(=detect_cli) & test(/promtool/)|has promtool|needs promtool (Debian package prometheus; \`make deps\` as root installs it)"
 )
@@ -42,7 +42,7 @@ list() { # filter -> "binary test" lines
 excluded=()
 report=()
 missing_in_ci=()
-for g in "${GROUPS[@]}"; do
+for g in "${TEST_GROUPS[@]}"; do
 	IFS='|' read -r name filter check why <<<"$g"
 	if eval "$check"; then
 		continue
