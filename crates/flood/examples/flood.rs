@@ -2,34 +2,15 @@
 //! `vmguard flood` CLI is the user-facing one; this example takes the lab policy as flags.
 //!
 //! flood --netns NS --victim NAME=ADDR [--victim ...] --lab-network NET --spoof NET TARGET
-//!       [--kind syn|syn-closed|ack|udp] [--port P] [--rate unlimited|NUMpps|NUMbps|NUMkbit|NUMmbit]
-//!       [--duration SECS] [--count N] [--threads N] [--batch N] [--backend auto|raw|packet]
+//!       [--kind syn|syn-closed|ack|udp] [--port P] [--rate unlimited|20000|20kpps|10mbit (units::Rate)]
+//!       [--duration 5|5s|500ms] [--count N] [--threads N] [--batch N] [--backend auto|raw|packet]
 //!       [--qdisc-bypass] [--own-source] [--no-options] [--allow-loopback] [--quiet]
 //!
 //! Prints progress lines on stderr and the JSON summary on stdout.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use flood::{Backend, Flood, FloodConfig, FloodKind, Rate, SourceChoice, SynOptions, TargetPolicy};
-
-fn parse_rate(s: &str) -> Result<Rate, String> {
-    let s = s.to_ascii_lowercase();
-    if s == "unlimited" {
-        return Ok(Rate::Unlimited);
-    }
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("bad rate `{s}`"))?;
-    match unit {
-        "" | "pps" => Ok(Rate::PacketsPerSec(n)),
-        "kpps" => Ok(Rate::PacketsPerSec(n * 1000)),
-        "bps" | "bit" => Ok(Rate::BitsPerSec(n)),
-        "kbit" => Ok(Rate::BitsPerSec(n * 1000)),
-        "mbit" => Ok(Rate::BitsPerSec(n * 1_000_000)),
-        _ => Err(format!("bad rate unit in `{s}`: use pps, kpps, bps, kbit or mbit")),
-    }
-}
+use flood::{Backend, Flood, FloodConfig, SourceChoice, SynOptions, TargetPolicy};
 
 fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
@@ -55,20 +36,10 @@ fn run() -> Result<(), String> {
             "--lab-network" => policy.lab_network = val()?.parse().map_err(|e| format!("--lab-network: {e}"))?,
             "--spoof" => policy.spoof_subnet = val()?.parse().map_err(|e| format!("--spoof: {e}"))?,
             "--allow-loopback" => policy.allow_loopback = true,
-            "--kind" => {
-                cfg.kind = match val()?.as_str() {
-                    "syn" => FloodKind::Syn,
-                    "syn-closed" => FloodKind::SynClosed,
-                    "ack" => FloodKind::Ack,
-                    "udp" => FloodKind::Udp,
-                    k => return Err(format!("unknown kind `{k}`")),
-                }
-            }
+            "--kind" => cfg.kind = val()?.parse()?,
             "--port" => cfg.dst_port = Some(val()?.parse().map_err(|e| format!("--port: {e}"))?),
-            "--rate" => cfg.rate = parse_rate(&val()?)?,
-            "--duration" => {
-                cfg.duration = Duration::from_secs_f64(val()?.parse().map_err(|e| format!("--duration: {e}"))?)
-            }
+            "--rate" => cfg.rate = val()?.parse().map_err(|e| format!("--rate: {e}"))?,
+            "--duration" => cfg.duration = units::parse_duration(&val()?).map_err(|e| format!("--duration: {e}"))?,
             "--count" => cfg.count = Some(val()?.parse().map_err(|e| format!("--count: {e}"))?),
             "--threads" => cfg.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--batch" => cfg.batch = val()?.parse().map_err(|e| format!("--batch: {e}"))?,
