@@ -36,10 +36,11 @@ fn get_here(addr: Ipv4Addr, port: u16, path: &str, timeout: Duration) -> Result<
         .timeout_global(Some(timeout))
         .build()
         .into();
-    let fail = |e: &dyn std::fmt::Display| LabError::Http(format!("GET {url}: {e}"));
-    let mut reply = agent.get(&url).call().map_err(|e| fail(&e))?;
+    let fail = |e: ureq::Error| LabError::Http { url: url.clone(), source: Box::new(e) };
+    let mut reply = agent.get(&url).call().map_err(fail)?;
     let status = reply.status().as_u16();
-    let body_bytes = std::io::copy(&mut reply.body_mut().as_reader(), &mut std::io::sink()).map_err(|e| fail(&e))?;
+    let body_bytes =
+        std::io::copy(&mut reply.body_mut().as_reader(), &mut std::io::sink()).map_err(|e| fail(ureq::Error::Io(e)))?;
     Ok(HttpReply { status, body_bytes: body_bytes as usize })
 }
 
@@ -53,7 +54,7 @@ pub fn wait_ok(
     loop {
         let err = match get(ns, addr, 80, "/", Duration::from_secs(2)) {
             Ok(r) if r.status == 200 => return Ok(()),
-            Ok(r) => LabError::Http(format!("http://{addr}/ answered {} instead of 200", r.status)),
+            Ok(r) => LabError::HttpStatus { url: format!("http://{addr}/"), status: r.status },
             Err(e) => e,
         };
         still_alive()?;

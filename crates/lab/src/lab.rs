@@ -131,7 +131,7 @@ fn wait_http(v: &VictimState, client_ns: &str, deadline: Instant) -> Result<(), 
         }
     })
     .map_err(|e| match e {
-        e @ LabError::Http(_) => {
+        e @ (LabError::Http { .. } | LabError::HttpStatus { .. }) => {
             LabError::VictimUnreachable { victim: v.name.clone(), log: v.log.clone(), source: Box::new(e) }
         }
         other => other,

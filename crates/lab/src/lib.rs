@@ -63,9 +63,16 @@ pub enum LabError {
     /// A victim started but its server does not answer.
     #[error("victim {victim}: {source} (log: {})", log.display())]
     VictimUnreachable { victim: String, log: PathBuf, source: Box<LabError> },
-    /// An HTTP check failed.
-    #[error("HTTP check failed: {0}")]
-    Http(String),
+    /// An HTTP check could not get an answer.
+    #[error("HTTP check: GET {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// An HTTP check got an answer, but not 200.
+    #[error("HTTP check: GET {url} answered {status} instead of 200")]
+    HttpStatus { url: String, status: u16 },
     /// The qemu victim has no command channel recorded.
     #[error("victim {0} has no guest command channel (is it a qemu victim of this lab?)")]
     NoGuestChannel(String),
