@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::collect::{CollectError, CollectLoop};
 use crate::flood::{LabFlood, LaunchError};
 use crate::scenario::{FloodSpec, Scenario, ScenarioError};
-use crate::workload::{self, Job, WorkloadError};
+use crate::workload::{self, Job};
 
 /// How to record.
 #[derive(Debug, Clone)]
@@ -141,27 +141,10 @@ pub fn record(
             std::thread::sleep(Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())));
         }
         let phase_end = telemetry::unix_now_ns();
-        let mut failed = false;
-        let mut note = |what: &str, e: String| {
-            failures.push(format!("phase {}: {what}: {e}", p.name));
-            failed = true;
-        };
-        for j in workloads {
-            let what = j.what.clone();
-            match j.join() {
-                Ok(()) => {}
-                Err(Some(e)) => note(&what, error_chain(&e)),
-                Err(None) => note(&what, "panicked".into()),
-            }
-        }
-        for j in floods {
-            let what = j.what.clone();
-            match j.join() {
-                Ok(()) => {}
-                Err(Some(e)) => note(&what, error_chain(&e)),
-                Err(None) => note(&what, "panicked".into()),
-            }
-        }
+        let failed_jobs: Vec<String> =
+            workloads.into_iter().map(Job::failure).chain(floods.into_iter().map(Job::failure)).flatten().collect();
+        let failed = !failed_jobs.is_empty();
+        failures.extend(failed_jobs.into_iter().map(|f| format!("phase {}: {f}", p.name)));
         for g in &guests {
             let truth = if failed { Truth::Unknown } else { p.truth_of(&g.name) };
             labels.push(store::Label {
@@ -210,7 +193,3 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
-
-// Keeps the workload error type in this module's public surface for callers matching on it.
-#[doc(hidden)]
-pub type RecordWorkloadError = WorkloadError;

@@ -32,9 +32,19 @@ pub struct Job<E> {
     handle: std::thread::JoinHandle<Result<(), E>>,
 }
 
-impl<E: Send + 'static> Job<E> {
+impl<E: std::error::Error + Send + 'static> Job<E> {
     pub fn spawn(what: String, f: impl FnOnce() -> Result<(), E> + Send + 'static) -> Job<E> {
         Job { what, handle: std::thread::spawn(f) }
+    }
+
+    /// Waits for the job: `None` if it succeeded, else what failed and why, on one line.
+    pub fn failure(self) -> Option<String> {
+        let what = self.what.clone();
+        match self.join() {
+            Ok(()) => None,
+            Err(Some(e)) => Some(format!("{what}: {}", crate::record::error_chain(&e))),
+            Err(None) => Some(format!("{what}: panicked")),
+        }
     }
 
     /// Waits for the job; `Err(None)` when its thread panicked.
