@@ -4,23 +4,13 @@ use telemetry::GuestKind;
 
 /// A database path in a scratch directory that is removed when dropped.
 pub(crate) struct TempDb {
-    dir: PathBuf,
     pub path: PathBuf,
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    _dir: tempfile::TempDir,
 }
 
 pub(crate) fn temp_db(tag: &str) -> TempDb {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("vmgt-store-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDb { path: dir.join("vmguard.db"), dir }
+    let dir = tempfile::Builder::new().prefix(&format!("vmgt-store-{tag}-")).tempdir().unwrap();
+    TempDb { path: dir.path().join("vmguard.db"), _dir: dir }
 }
 
 fn s(t: i64, guest: &str, source: SourceId, counter: &str, value: u64, kind: Kind) -> Sample {

@@ -42,10 +42,8 @@ fn crash_writer_child() {
 
 #[test]
 fn kill_9_loses_at_most_the_uncommitted_batch() {
-    let dir = std::env::temp_dir().join(format!("vmgt-store-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("vmguard.db");
+    let dir = tempfile::Builder::new().prefix("vmgt-store-crash-").tempdir().unwrap();
+    let path = dir.path().join("vmguard.db");
 
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_writer_child", "--nocapture", "--test-threads=1"])
@@ -83,7 +81,8 @@ fn kill_9_loses_at_most_the_uncommitted_batch() {
     let rounds = (samples.len() / BATCH) as u64;
     assert!(rounds > committed, "{rounds} batches stored, writer reported {} committed", committed + 1);
     eprintln!("writer killed after reporting {} commits; {rounds} whole batches in the file", committed + 1);
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(st);
+    dir.close().unwrap();
 }
 
 struct KillOnDrop(Option<u32>);

@@ -256,15 +256,9 @@ impl Board {
 mod tests {
     use super::*;
 
-    pub(crate) fn temp_board(size: SeedSize) -> (Board, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "vmguard-webapp-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut b = Board::open(&dir.join("board.db")).unwrap();
+    pub(crate) fn temp_board(size: SeedSize) -> (Board, tempfile::TempDir) {
+        let dir = tempfile::Builder::new().prefix("vmguard-webapp-").tempdir().unwrap();
+        let mut b = Board::open(&dir.path().join("board.db")).unwrap();
         b.init(size).unwrap();
         (b, dir)
     }
@@ -289,6 +283,6 @@ mod tests {
         assert_eq!(b.post(1, 999, "x").unwrap(), None);
         assert!(b.thread(999).unwrap().is_none());
         drop(b);
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 }

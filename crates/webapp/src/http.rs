@@ -242,15 +242,9 @@ mod tests {
         read_request(&mut std::io::BufReader::new(raw.as_bytes())).unwrap().unwrap()
     }
 
-    fn board() -> (Board, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "vmguard-webapp-http-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut b = Board::open(&dir.join("b.db")).unwrap();
+    fn board() -> (Board, tempfile::TempDir) {
+        let dir = tempfile::Builder::new().prefix("vmguard-webapp-http-").tempdir().unwrap();
+        let mut b = Board::open(&dir.path().join("b.db")).unwrap();
         b.init(SeedSize { users: 5, threads: 30, comments: 100 }).unwrap();
         (b, dir)
     }
@@ -288,7 +282,7 @@ mod tests {
         r.write_to(&mut out, true).unwrap();
         assert!(String::from_utf8(out).unwrap().starts_with("HTTP/1.1 200 OK\r\n"));
         drop(b);
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     proptest! {

@@ -328,10 +328,8 @@ mod tests {
 
     #[test]
     fn a_silent_guest_is_told_apart() {
-        let dir = std::env::temp_dir().join(format!("vmguard-lab-ctl-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("ctl.sock");
-        let _ = std::fs::remove_file(&sock);
+        let dir = tempfile::Builder::new().prefix("vmguard-lab-ctl-").tempdir().unwrap();
+        let sock = dir.path().join("ctl.sock");
         let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         // A guest that takes the command and never answers.
         let guest = std::thread::spawn(move || {
@@ -352,7 +350,8 @@ mod tests {
         assert!(matches!(err, LabError::GuestChannel { source: GuestChannelError::Closed, .. }), "{err}");
         assert!(!err.is_guest_channel_silent());
         guest.join().unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        // The channel's directory is gone: connecting fails, naming the socket.
+        dir.close().unwrap();
         let err = guest_run(&sock, "true", Duration::from_secs(1)).unwrap_err();
         assert!(matches!(err, LabError::GuestChannel { source: GuestChannelError::Connect(_), .. }), "{err}");
         assert!(err.to_string().contains("ctl.sock"), "{err}");
