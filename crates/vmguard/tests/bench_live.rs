@@ -37,28 +37,28 @@ fn prerequisites() -> bool {
 
 /// A lab with this file's prefix in a temp dir; `lab down` and the dir removed on drop, also on failure.
 struct TestLab {
-    dir: PathBuf,
     config: PathBuf,
+    /// Removed when dropped, which is after `Drop::drop` has run `lab down`.
+    dir: tempfile::TempDir,
 }
 
 impl TestLab {
     fn up() -> TestLab {
-        let dir = std::env::temp_dir().join(format!("vmguard-test-{PREFIX}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("vmguard.toml");
+        let dir = tempfile::Builder::new().prefix(&format!("vmguard-test-{PREFIX}-")).tempdir().unwrap();
+        let config = dir.path().join("vmguard.toml");
         std::fs::write(
             &config,
             format!("[lab]\nprefix = \"{PREFIX}\"\n\n[lab.qemu]\nguest_programs = [\"sysbench\", \"iperf3\"]\n"),
         )
         .unwrap();
-        let lab = TestLab { dir, config };
+        let lab = TestLab { config, dir };
         lab.vmguard(&["lab", "down"]).run().expect("lab down before the test");
         lab.vmguard(&["lab", "up"]).timeout(Duration::from_secs(600)).run().unwrap_or_else(|e| panic!("lab up: {e}"));
         lab
     }
 
     fn vmguard(&self, args: &[&str]) -> Cmd {
-        Cmd::new(BIN).arg("--config").arg(&self.config).args(args).cwd(&self.dir)
+        Cmd::new(BIN).arg("--config").arg(&self.config).args(args).cwd(self.dir.path())
     }
 }
 
@@ -67,7 +67,7 @@ impl Drop for TestLab {
         if let Err(e) = self.vmguard(&["lab", "down"]).run() {
             eprintln!("bench_live: lab down failed: {e}");
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The temp dir goes with the fields, after this.
     }
 }
 
@@ -77,7 +77,7 @@ fn quick_matrix_covers_every_cell_and_the_report_renders() {
         return;
     }
     let lab = TestLab::up();
-    let db = lab.dir.join("bench.db");
+    let db = lab.dir.path().join("bench.db");
     let db_arg = db.to_str().unwrap();
     let out = lab
         .vmguard(&["bench", "--quick", "--json", "--db", db_arg])
@@ -114,9 +114,9 @@ fn quick_matrix_covers_every_cell_and_the_report_renders() {
     assert!(failed.is_empty(), "failed cells:\n{}", failed.join("\n"));
     assert_eq!(v["table1_cpu"].as_array().map(Vec::len), Some(6), "Table 1: 3 victims x 2 phases");
 
-    let html = lab.dir.join("report.html");
+    let html = lab.dir.path().join("report.html");
     lab.vmguard(&["report", "--db", db_arg, "--out", html.to_str().unwrap()]).run().expect("vmguard report");
-    let profile = lab.dir.join("chromium-profile");
+    let profile = lab.dir.path().join("chromium-profile");
     let dom = Cmd::new("chromium")
         .args([
             "--headless",

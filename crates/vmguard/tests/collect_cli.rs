@@ -14,45 +14,34 @@ fn collect(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("vmguard-collect-cli-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory of this test's, removed when dropped.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("vmguard-collect-cli-{name}-")).tempdir().unwrap()
 }
 
 #[test]
 fn bad_input_gets_a_clear_error() {
-    let dir = TempDir::new("bad");
-    let db = dir.0.join("t.db").display().to_string();
+    let dir = temp_dir("bad");
+    let db = dir.path().join("t.db").display().to_string();
 
-    let (ok, err) = collect(&dir.0, &["--interval", "fast", "--db", &db]);
+    let (ok, err) = collect(dir.path(), &["--interval", "fast", "--db", &db]);
     assert!(!ok && err.contains("`fast` is not a duration"), "{err}");
-    let (ok, err) = collect(&dir.0, &["--interval", "1ms", "--db", &db]);
+    let (ok, err) = collect(dir.path(), &["--interval", "1ms", "--db", &db]);
     assert!(!ok && err.contains("shorter than the 10ms minimum"), "{err}");
-    let (ok, err) = collect(&dir.0, &["--duration", "0s", "--db", &db]);
+    let (ok, err) = collect(dir.path(), &["--duration", "0s", "--db", &db]);
     assert!(!ok && err.contains("must be longer than zero"), "{err}");
 
-    let (ok, err) = collect(&dir.0, &["--db", "/nonexistent-vmguard-dir/t.db"]);
+    let (ok, err) = collect(dir.path(), &["--db", "/nonexistent-vmguard-dir/t.db"]);
     assert!(!ok && err.contains("cannot store samples in /nonexistent-vmguard-dir/t.db"), "{err}");
 
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (ok, err) = collect(&dir.0, &["--db", &db, "--listen", &addr]);
+    let (ok, err) = collect(dir.path(), &["--db", &db, "--listen", &addr]);
     assert!(!ok && err.contains(&format!("cannot listen on {addr}")) && err.contains("--listen"), "{err}");
-    let (ok, err) = collect(&dir.0, &["--db", &db, "--listen", "localhost-ish"]);
+    let (ok, err) = collect(dir.path(), &["--db", &db, "--listen", "localhost-ish"]);
     assert!(!ok && err.contains("--listen"), "{err}");
 
     // Good input, but no lab.
-    let (ok, err) = collect(&dir.0, &["--db", &db]);
+    let (ok, err) = collect(dir.path(), &["--db", &db]);
     assert!(!ok && err.contains("nothing to collect from") && err.contains("vmgcx"), "{err}");
 }

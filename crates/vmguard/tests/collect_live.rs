@@ -43,17 +43,17 @@ fn prerequisites(extra: &[&str]) -> bool {
 /// A lab with this file's prefix in a temp dir, torn down (and the dir removed) on drop, also when the
 /// test fails.
 struct TestLab {
-    dir: PathBuf,
     config: PathBuf,
+    /// Removed when dropped, which is after `Drop::drop` has run `lab down`.
+    dir: tempfile::TempDir,
 }
 
 impl TestLab {
     fn up(name: &str) -> TestLab {
-        let dir = std::env::temp_dir().join(format!("vmguard-test-{PREFIX}-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("vmguard.toml");
+        let dir = tempfile::Builder::new().prefix(&format!("vmguard-test-{PREFIX}-{name}-")).tempdir().unwrap();
+        let config = dir.path().join("vmguard.toml");
         std::fs::write(&config, format!("[lab]\nprefix = \"{PREFIX}\"\n")).unwrap();
-        let lab = TestLab { dir, config };
+        let lab = TestLab { config, dir };
         // A previous crashed run may have left this prefix behind.
         lab.vmguard(&["lab", "down"]).run().expect("lab down before the test");
         lab.vmguard(&["lab", "up"]).run().unwrap_or_else(|e| panic!("lab up: {e}"));
@@ -77,7 +77,7 @@ impl TestLab {
     }
 
     fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
+        self.dir.path().join(name).display().to_string()
     }
 }
 
@@ -86,7 +86,7 @@ impl Drop for TestLab {
         if let Err(e) = self.vmguard(&["lab", "down"]).run() {
             eprintln!("lab down after the test failed: {e}");
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The temp dir goes with the fields, after this.
     }
 }
 

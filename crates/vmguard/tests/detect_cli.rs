@@ -1,29 +1,14 @@
 //! `vmguard detect fit|eval|train` driven through the real binary on small files (no root, no lab).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
 use telemetry::{GuestInfo, GuestKind, Kind, Sample, SourceId};
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("vmguard-detect-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory of this test's, removed when dropped.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("vmguard-detect-cli-{tag}-")).tempdir().unwrap()
 }
 
 fn vmguard(dir: &Path, args: &[&str]) -> Output {
@@ -51,16 +36,16 @@ vm2,240,950,720,6,0,42,dos
 
 #[test]
 fn fit_kmeans_writes_one_cluster_per_row() {
-    let d = TempDir::new("km");
-    std::fs::write(d.path("w.csv"), WINDOWS).unwrap();
-    let out = d.path("labels.csv");
+    let d = temp_dir("km");
+    std::fs::write(d.path().join("w.csv"), WINDOWS).unwrap();
+    let out = d.path().join("labels.csv");
     let o = vmguard(
-        &d.0,
+        d.path(),
         &[
             "detect",
             "fit",
             "--input",
-            d.path("w.csv").to_str().unwrap(),
+            d.path().join("w.csv").to_str().unwrap(),
             "--method",
             "kmeans",
             "--k",
@@ -82,11 +67,11 @@ fn fit_kmeans_writes_one_cluster_per_row() {
 
 #[test]
 fn fit_em_reports_log_likelihood_and_json() {
-    let d = TempDir::new("em");
-    std::fs::write(d.path("w.csv"), WINDOWS).unwrap();
+    let d = temp_dir("em");
+    std::fs::write(d.path().join("w.csv"), WINDOWS).unwrap();
     let o = vmguard(
-        &d.0,
-        &["--json", "detect", "fit", "--input", d.path("w.csv").to_str().unwrap(), "--method", "em-diag"],
+        d.path(),
+        &["--json", "detect", "fit", "--input", d.path().join("w.csv").to_str().unwrap(), "--method", "em-diag"],
     );
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
@@ -96,7 +81,8 @@ fn fit_em_reports_log_likelihood_and_json() {
     assert_eq!(v["windows"], 6);
     assert_eq!(v["cluster_sizes"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).sum::<u64>(), 6);
     // Labels to stdout: stdout is only the CSV, the summary goes to stderr.
-    let o = vmguard(&d.0, &["detect", "fit", "--input", d.path("w.csv").to_str().unwrap(), "--labels-out", "-"]);
+    let o =
+        vmguard(d.path(), &["detect", "fit", "--input", d.path().join("w.csv").to_str().unwrap(), "--labels-out", "-"]);
     let (stdout, stderr) = text(&o);
     assert!(stdout.starts_with("guest,window_start,cluster,predicted\n"), "{stdout}");
     assert!(stderr.contains("iterations"), "{stderr}");
@@ -104,25 +90,25 @@ fn fit_em_reports_log_likelihood_and_json() {
 
 #[test]
 fn bad_input_names_row_and_column() {
-    let d = TempDir::new("bad");
-    std::fs::write(d.path("w.csv"), "a,b\n1,2\n3,lots\n").unwrap();
-    let o = vmguard(&d.0, &["detect", "fit", "--input", d.path("w.csv").to_str().unwrap()]);
+    let d = temp_dir("bad");
+    std::fs::write(d.path().join("w.csv"), "a,b\n1,2\n3,lots\n").unwrap();
+    let o = vmguard(d.path(), &["detect", "fit", "--input", d.path().join("w.csv").to_str().unwrap()]);
     let (_, stderr) = text(&o);
     assert!(!o.status.success());
     assert!(stderr.contains("line 3") && stderr.contains("'b'") && stderr.contains("lots"), "{stderr}");
     assert!(stderr.contains("w.csv"), "{stderr}");
 
-    std::fs::write(d.path("l.csv"), "a,label\n1,normal\n2,maybe\n").unwrap();
-    let o = vmguard(&d.0, &["detect", "fit", "--input", d.path("l.csv").to_str().unwrap()]);
+    std::fs::write(d.path().join("l.csv"), "a,label\n1,normal\n2,maybe\n").unwrap();
+    let o = vmguard(d.path(), &["detect", "fit", "--input", d.path().join("l.csv").to_str().unwrap()]);
     let (_, stderr) = text(&o);
     assert!(!o.status.success() && stderr.contains("line 3") && stderr.contains("maybe"), "{stderr}");
 
-    let o = vmguard(&d.0, &["detect", "fit", "--input", d.path("missing.csv").to_str().unwrap()]);
+    let o = vmguard(d.path(), &["detect", "fit", "--input", d.path().join("missing.csv").to_str().unwrap()]);
     assert!(!o.status.success() && text(&o).1.contains("cannot open input"), "{}", text(&o).1);
 
     // More clusters than windows: a named error, not a panic.
-    std::fs::write(d.path("s.csv"), "a\n1\n2\n").unwrap();
-    let o = vmguard(&d.0, &["detect", "fit", "--input", d.path("s.csv").to_str().unwrap(), "--k", "5"]);
+    std::fs::write(d.path().join("s.csv"), "a\n1\n2\n").unwrap();
+    let o = vmguard(d.path(), &["detect", "fit", "--input", d.path().join("s.csv").to_str().unwrap(), "--k", "5"]);
     let (_, stderr) = text(&o);
     assert!(!o.status.success() && stderr.starts_with("error: ") && !stderr.contains("panicked"), "{stderr}");
 }
@@ -199,25 +185,27 @@ fn synthetic_store(path: &Path, scenario: &str, flood_pps: f64, t0: i64) {
 
 #[test]
 fn eval_train_and_eval_model_on_a_store() {
-    let d = TempDir::new("store");
-    let db = d.path("s.db");
+    let d = temp_dir("store");
+    let db = d.path().join("s.db");
     synthetic_store(&db, "train-syn", 5000.0, 1_700_000_000_000_000_000);
     synthetic_store(&db, "heldout-syn", 800.0, 1_700_001_000_000_000_000);
     let dbs = db.to_str().unwrap();
-    let o = vmguard(&d.0, &["detect", "eval", "--store", dbs, "--windows", "10s,30s"]);
+    let o = vmguard(d.path(), &["detect", "eval", "--store", dbs, "--windows", "10s,30s"]);
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
     assert!(stdout.contains("Part A") && stdout.contains("window") && stdout.contains("K-means"), "{stdout}");
     assert!(stdout.contains("10 s") && stdout.contains("30 s"), "{stdout}");
 
-    let model = d.path("m.json");
-    let o =
-        vmguard(&d.0, &["detect", "train", "--store", dbs, "--out", model.to_str().unwrap(), "--scenarios", "train-*"]);
+    let model = d.path().join("m.json");
+    let o = vmguard(
+        d.path(),
+        &["detect", "train", "--store", dbs, "--out", model.to_str().unwrap(), "--scenarios", "train-*"],
+    );
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
     assert!(stdout.contains("trained on train-syn"), "{stdout}");
     let o = vmguard(
-        &d.0,
+        d.path(),
         &[
             "--json",
             "detect",
@@ -245,7 +233,7 @@ fn eval_train_and_eval_model_on_a_store() {
     assert!(!v["part_a"].as_array().unwrap().is_empty());
 
     // No labels for a selection: a clear error.
-    let o = vmguard(&d.0, &["detect", "eval", "--store", dbs, "--scenarios", "nothing"]);
+    let o = vmguard(d.path(), &["detect", "eval", "--store", dbs, "--scenarios", "nothing"]);
     assert!(!o.status.success() && text(&o).1.contains("record some first"), "{}", text(&o).1);
 }
 

@@ -35,8 +35,10 @@ fn skip_or_fail() -> bool {
 }
 
 struct Lab {
-    dir: PathBuf,
     config: PathBuf,
+    /// Holds the config and the lab's run dir; removed when dropped, which is after `Drop::drop` has
+    /// run `lab down`.
+    dir: tempfile::TempDir,
 }
 
 impl Lab {
@@ -56,7 +58,7 @@ impl Lab {
         out
     }
     fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_str().unwrap().to_string()
+        self.dir.path().join(name).to_str().unwrap().to_string()
     }
 }
 
@@ -66,7 +68,7 @@ impl Drop for Lab {
         if !o.status.success() {
             eprintln!("lab down failed: {}", String::from_utf8_lossy(&o.stderr));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The temp dir goes with the fields, after this.
     }
 }
 
@@ -75,18 +77,17 @@ fn record_train_eval_and_agent_alert() {
     if skip_or_fail() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("vmguard-detect-live-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("vmguard.toml");
+    let dir = tempfile::Builder::new().prefix("vmguard-detect-live-").tempdir().unwrap();
+    let config = dir.path().join("vmguard.toml");
     std::fs::write(
         &config,
         format!(
             "[lab]\nprefix = \"vmgdt\"\nnetwork = \"10.215.0.0/16\"\nvictims = [\"vanilla\", \"container\"]\nrun_dir = \"{}\"\n",
-            dir.join("run").display()
+            dir.path().join("run").display()
         ),
     )
     .unwrap();
-    let lab = Lab { dir, config };
+    let lab = Lab { config, dir };
     lab.ok(&["lab", "up"]);
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
     let db = lab.path("lab.db");

@@ -26,15 +26,16 @@ fn prerequisites() -> bool {
 
 struct TestLab {
     config: PathBuf,
+    /// Holds `config`; removed when dropped, which is after `Drop::drop` has run `lab down`.
+    _dir: tempfile::TempDir,
 }
 
 impl TestLab {
     fn up(prefix: &str, rate: &str) -> TestLab {
-        let dir = std::env::temp_dir().join(format!("vmguard-test-{prefix}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("vmguard.toml");
+        let dir = tempfile::Builder::new().prefix(&format!("vmguard-test-{prefix}-")).tempdir().unwrap();
+        let config = dir.path().join("vmguard.toml");
         std::fs::write(&config, format!("[lab]\nprefix = \"{prefix}\"\nattacker_rate = \"{rate}\"\n")).unwrap();
-        let lab = TestLab { config };
+        let lab = TestLab { config, _dir: dir };
         lab.cmd(&["lab", "down"]).run().unwrap();
         lab.cmd(&["lab", "up"]).run().unwrap_or_else(|e| panic!("lab up: {e}"));
         lab
@@ -53,7 +54,7 @@ impl TestLab {
 impl Drop for TestLab {
     fn drop(&mut self) {
         let _ = self.cmd(&["lab", "down"]).run();
-        let _ = std::fs::remove_dir_all(self.config.parent().unwrap());
+        // The temp dir goes with the fields, after this.
     }
 }
 

@@ -36,15 +36,16 @@ fn prerequisites() -> bool {
 struct TestLab {
     prefix: String,
     config: PathBuf,
+    /// Holds `config`; removed when dropped, which is after `Drop::drop` has run `lab down`.
+    _dir: tempfile::TempDir,
 }
 
 impl TestLab {
     fn new(prefix: &str) -> TestLab {
-        let dir = std::env::temp_dir().join(format!("vmguard-test-{prefix}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("vmguard.toml");
+        let dir = tempfile::Builder::new().prefix(&format!("vmguard-test-{prefix}-")).tempdir().unwrap();
+        let config = dir.path().join("vmguard.toml");
         std::fs::write(&config, format!("[lab]\nprefix = \"{prefix}\"\n")).unwrap();
-        let lab = TestLab { prefix: prefix.into(), config };
+        let lab = TestLab { prefix: prefix.into(), config, _dir: dir };
         // A previous crashed run may have left this prefix behind.
         lab.vmguard(&["lab", "down"]).run().expect("lab down before the test");
         lab
@@ -98,7 +99,7 @@ impl TestLab {
 impl Drop for TestLab {
     fn drop(&mut self) {
         let _ = self.vmguard(&["lab", "down"]).run();
-        let _ = std::fs::remove_dir_all(self.config.parent().unwrap());
+        // The temp dir goes with the fields, after this.
     }
 }
 
