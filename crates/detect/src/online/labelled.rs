@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{
     AlertEvent, AlertParams, AlertState, Class, DetectorModel, FeatureWindow, KindModel, MODEL_VERSION, ModelError,
-    Role, TrainParams,
+    Role, ScoreMode, TrainParams,
 };
 use crate::mapping::Label;
 use crate::truth::{Span, Truth, window_role, window_truth};
@@ -58,12 +58,14 @@ pub fn training_examples(guests: &[LabelledGuest]) -> Vec<(&str, Vec<Option<f64>
 pub struct Training {
     pub model: DetectorModel,
     pub windows: usize,
-    /// Kinds that got no model of their own (only benign data, say), with why: the generic model
-    /// serves them.
+    /// Kinds that got no model of their own (only benign data, say), with why: the generic model's
+    /// benign-only novelty check serves them ([`DetectorModel::scorer_for`]).
     pub without_own_model: Vec<(String, String)>,
 }
 
-/// One model per guest kind that has labelled attack windows, plus the generic `*` model.
+/// One model per guest kind that has labelled attack windows, plus the generic `*` model (whose
+/// novelty check, fitted on the benign windows of every kind, scores the kinds without a model of their
+/// own).
 pub fn train(
     guests: &[LabelledGuest],
     window_ms: u64,
@@ -120,8 +122,12 @@ pub struct PartBReport {
     pub detections: Vec<Detection>,
     /// Correct role among attacks that were alerted.
     pub role_accuracy: Option<f64>,
-    /// Attack windows flagged by the benign-only novelty check alone (the supervised half missed them).
+    /// Attack windows flagged by the benign-only novelty check alone (the supervised half missed them,
+    /// or was not used: [`ScoreMode::NoveltyOnly`]).
     pub attack_windows_by_novelty: usize,
+    /// How each guest kind in the data was scored; kinds the model cannot score are left out (and
+    /// their guests' windows with them).
+    pub modes: BTreeMap<String, ScoreMode>,
     /// The seed-style table row for this model.
     pub report: crate::AccuracyReport,
 }
@@ -134,13 +140,15 @@ pub fn evaluate(model: &DetectorModel, guests: &[LabelledGuest]) -> PartBReport 
     let mut detections = Vec::new();
     let mut false_alerts = 0;
     let mut by_novelty = 0;
+    let mut modes = BTreeMap::new();
     let ms = |t: i64| t * 1_000_000;
     for g in guests {
-        let Some(km) = model.for_kind(&g.kind) else { continue };
+        let Some((km, mode)) = model.scorer_for(&g.kind) else { continue };
+        modes.insert(g.kind.clone(), mode);
         let mut st = AlertState::new();
         let mut events = Vec::new();
         for w in &g.windows {
-            let v = km.verdict(&w.values(), 3);
+            let v = km.verdict_as(mode, &w.values(), 3);
             let t = g.truth_of(w);
             let p = if v.alarm { Label::Dos } else { Label::Normal };
             if v.by_novelty && t == Some(Label::Dos) {
@@ -235,6 +243,7 @@ pub fn evaluate(model: &DetectorModel, guests: &[LabelledGuest]) -> PartBReport 
             .collect(),
         role_accuracy: (!alerted.is_empty()).then(|| role_ok as f64 / alerted.len() as f64),
         attack_windows_by_novelty: by_novelty,
+        modes,
         detections,
         report,
     }
@@ -282,5 +291,73 @@ mod tests {
         assert_eq!(r.false_alerts, 0);
         assert!(r.metrics.unwrap().accuracy > 0.9);
         assert!(FEATURES.len() > 2);
+    }
+
+    /// Windows every second with rx packet rate `rx(t)` and refused packets (resets sent) `refused(t)`.
+    fn windows_refused(rx: impl Fn(i64) -> f64, refused: impl Fn(i64) -> f64, secs: i64) -> Vec<FeatureWindow> {
+        let mut w = windows(rx, secs);
+        for (t, w) in (5..secs).zip(&mut w) {
+            w.rates.0[9] = Some(refused(t));
+        }
+        w
+    }
+
+    #[test]
+    fn a_kind_never_trained_on_is_scored_by_the_novelty_check_only() {
+        let calm = |t: i64| 20.0 + (t % 7) as f64;
+        let flood = |t: i64| (40..80).contains(&t);
+        let lab = LabelledGuest {
+            name: "v".into(),
+            kind: "vanilla".into(),
+            windows: windows_refused(
+                |t| if flood(t) { 5000.0 + t as f64 } else { calm(t) },
+                |t| if flood(t) { 4000.0 } else { 1.0 },
+                120,
+            ),
+            spans: vec![span(0, 35, Truth::Normal), span(35, 80, Truth::AttackVictim), span(80, 130, Truth::Normal)],
+        };
+        let t = train(
+            std::slice::from_ref(&lab),
+            5000,
+            AlertParams { raise_after: 2, clear_after: 3 },
+            &TrainParams::default(),
+            vec![],
+        )
+        .unwrap();
+        // A container: heavy benign traffic (a rate the lab only saw in floods, few refused packets),
+        // then a flood of packets it refuses at a rate it never saw.
+        let busy = |t: i64| (40..70).contains(&t);
+        let attack = |t: i64| (80..110).contains(&t);
+        let c = LabelledGuest {
+            name: "c".into(),
+            kind: "container".into(),
+            windows: windows_refused(
+                |t| {
+                    if busy(t) {
+                        6000.0
+                    } else if attack(t) {
+                        300.0
+                    } else {
+                        calm(t)
+                    }
+                },
+                |t| if attack(t) { 900.0 } else { 2.0 },
+                140,
+            ),
+            spans: vec![span(0, 75, Truth::Normal), span(75, 110, Truth::AttackVictim), span(110, 150, Truth::Normal)],
+        };
+        let busy_window = c.windows.iter().find(|w| w.end_ms == 60_000).unwrap().values();
+        let generic = t.model.own_model("*").unwrap();
+        assert!(generic.verdict(&busy_window, 3).alarm, "the supervised half would call heavy traffic a flood");
+        let r = evaluate(&t.model, &[lab, c]);
+        assert_eq!(
+            r.modes,
+            BTreeMap::from([("container".into(), ScoreMode::NoveltyOnly), ("vanilla".into(), ScoreMode::Own)])
+        );
+        assert_eq!(r.false_alerts, 0, "{:?}", r.detections);
+        let d = r.detections.iter().find(|d| d.guest == "c").unwrap();
+        assert_eq!(d.role, Some(Role::Victim));
+        assert!(d.alert_after_s.unwrap() < 15.0, "{d:?}");
+        assert!(r.attack_windows_by_novelty > 0);
     }
 }

@@ -3,7 +3,9 @@
 //! - [`features`]: per-guest sliding windows of counter deltas from every source → rates, ratios,
 //!   per-packet normalisations ([`WindowExtractor`], [`FEATURES`]).
 //! - [`model`]: per-kind multinomial logistic models on benign-anchored robust scaling, calibrated
-//!   thresholds, role and evidence ([`DetectorModel`], [`KindModel::train`], [`KindModel::verdict`]).
+//!   thresholds, role and evidence ([`DetectorModel`], [`KindModel::train`], [`KindModel::verdict`]);
+//!   a kind without a model of its own gets the generic model's benign-only novelty check
+//!   ([`DetectorModel::scorer_for`], [`ScoreMode`]).
 //! - [`alert`]: the per-guest alert state machine with hysteresis ([`AlertState`]).
 //! - [`labelled`]: training examples, training per guest kind, and replaying labelled windows
 //!   through a model ([`train`], [`evaluate`]).
@@ -23,6 +25,6 @@ pub use features::{
 };
 pub use labelled::{Detection, LabelledGuest, PartBReport, Training, evaluate, train, training_examples};
 pub use model::{
-    AlertParams, Class, DetectorModel, Evidence, KindModel, MODEL_VERSION, ModelError, ModelLoadError, Role,
+    AlertParams, Class, DetectorModel, Evidence, KindModel, MODEL_VERSION, ModelError, ModelLoadError, Role, ScoreMode,
     TrainParams, TrainSummary, Verdict, direction_role,
 };

@@ -235,20 +235,67 @@ impl Novelty {
         Ok(())
     }
 
+    /// `(position in [`Novelty::features`], (1 + value) / (1 + ceiling))` of every watched feature
+    /// available in the window.
+    fn ratios<'a>(&'a self, raw: &'a [Option<f64>]) -> impl Iterator<Item = (usize, f64)> + 'a {
+        self.idx.iter().zip(&self.ceiling).enumerate().filter_map(|(i, (&j, &c))| {
+            raw.get(j).copied().flatten().filter(|v| v.is_finite()).map(|v| (i, (1.0 + v.max(0.0)) / (1.0 + c)))
+        })
+    }
+
     /// The largest `(1 + value) / (1 + ceiling)` over the watched features, and which one (position
     /// in [`Novelty::features`]); `(0, None)` when none is available.
     pub fn ratio(&self, raw: &[Option<f64>]) -> (f64, Option<usize>) {
         let mut best = (0.0, None);
-        for (i, (&j, &c)) in self.idx.iter().zip(&self.ceiling).enumerate() {
-            if let Some(v) = raw.get(j).copied().flatten().filter(|v| v.is_finite()) {
-                let r = (1.0 + v.max(0.0)) / (1.0 + c);
-                if r > best.0 {
-                    best = (r, Some(i));
-                }
+        for (i, r) in self.ratios(raw) {
+            if r > best.0 {
+                best = (r, Some(i));
             }
         }
         best
     }
+
+    /// The evidence item of watched feature `i` (position in [`Novelty::features`]) at `ratio`: its
+    /// value against its benign ceiling, contributing `ln(ratio)`.
+    fn evidence(&self, i: usize, raw: &[Option<f64>], ratio: f64) -> Evidence {
+        let j = self.idx[i];
+        Evidence {
+            feature: self.features[i].clone(),
+            value: raw.get(j).copied().flatten().unwrap_or(f64::NAN),
+            unit: FEATURES[j].unit.to_string(),
+            // The benign ceiling: the value is compared with it.
+            normal: self.ceiling[i],
+            contribution: ratio.ln(),
+        }
+    }
+}
+
+/// How a kind of guest is scored ([`DetectorModel::scorer_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreMode {
+    /// By the model trained on guests of this kind: the supervised half and its novelty check.
+    Own,
+    /// By the benign-only novelty check alone (of the generic `*` model, fitted on the benign
+    /// windows of every kind): the kind has no model of its own, and the supervised half learnt what
+    /// an attack looks like on other kinds of guest, whose rates and packet sizes need not carry
+    /// over to this one.
+    NoveltyOnly,
+}
+
+impl ScoreMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScoreMode::Own => "own",
+            ScoreMode::NoveltyOnly => "novelty_only",
+        }
+    }
+}
+
+/// The novelty ratio on the score scale: `factor` lands on `threshold`, so that the alert hysteresis
+/// treats both halves alike.
+fn novelty_score(ratio: f64, factor: f64, threshold: f64) -> f64 {
+    if ratio > 1.0 { (threshold * ratio.ln() / factor.ln()).clamp(0.0, 1.0) } else { 0.0 }
 }
 
 /// Scaled inputs are clipped to this many benign spreads (keeps the logits finite).
@@ -464,12 +511,11 @@ impl KindModel {
         let x = self.scaled(raw);
         let (sup_score, prob) = self.score_scaled(&x);
         let sup_alarm = sup_score >= self.threshold;
-        // The novelty check: its ratio maps onto the score scale so that `factor` lands on the
-        // threshold (and the alert hysteresis treats both halves alike).
+        // The novelty check, on the same score scale.
         let (ratio, which) = self.novelty.as_ref().map_or((0.0, None), |n| n.ratio(raw));
         let factor = self.novelty.as_ref().map_or(f64::INFINITY, |n| n.factor);
         let nov_alarm = which.is_some() && ratio >= factor;
-        let nov_score = if ratio > 1.0 { (self.threshold * ratio.ln() / factor.ln()).clamp(0.0, 1.0) } else { 0.0 };
+        let nov_score = novelty_score(ratio, factor, self.threshold);
         let score = sup_score.max(nov_score);
         // Role: the likelier attack class, or the direction of traffic when only one is known; for an
         // alarm of the novelty check alone, the direction of the bare packets.
@@ -501,19 +547,8 @@ impl KindModel {
             .collect();
         ev.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
         if nov_alarm && let (Some(n), Some(i)) = (&self.novelty, which) {
-            let j = n.idx[i];
             ev.retain(|e| e.feature != n.features[i]);
-            ev.insert(
-                0,
-                Evidence {
-                    feature: n.features[i].clone(),
-                    value: raw[j].unwrap_or(f64::NAN),
-                    unit: FEATURES[j].unit.to_string(),
-                    // The benign ceiling: the value is compared with it.
-                    normal: n.ceiling[i],
-                    contribution: ratio.ln(),
-                },
-            );
+            ev.insert(0, n.evidence(i, raw, ratio));
         }
         ev.truncate(top);
         Verdict {
@@ -523,6 +558,42 @@ impl KindModel {
             evidence: ev,
             novelty: ratio,
             by_novelty: nov_alarm && !sup_alarm,
+        }
+    }
+
+    /// The verdict of the benign-only novelty check alone, for a kind of guest this model was not
+    /// trained on ([`ScoreMode::NoveltyOnly`]): the score is the novelty ratio on the score scale
+    /// (`factor` lands on the threshold), the alarm is the novelty alarm, the evidence is every
+    /// watched feature above its benign ceiling (largest ratio first), and the role comes from the
+    /// direction of traffic ([`direction_role`]): the watched features count both sides of a
+    /// handshake (a flooded guest's SYN-ACKs are bare packets sent, too), so they do not tell the
+    /// role apart on their own. Never alarms without a novelty check.
+    pub fn novelty_verdict(&self, raw: &[Option<f64>], top: usize) -> Verdict {
+        let role = direction_role(raw);
+        let Some(n) = &self.novelty else {
+            return Verdict { score: 0.0, role, alarm: false, evidence: vec![], novelty: 0.0, by_novelty: false };
+        };
+        let (ratio, which) = n.ratio(raw);
+        let alarm = which.is_some() && ratio >= n.factor;
+        let mut ev: Vec<Evidence> =
+            n.ratios(raw).filter(|&(_, r)| r > 1.0).map(|(i, r)| n.evidence(i, raw, r)).collect();
+        ev.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
+        ev.truncate(top);
+        Verdict {
+            score: novelty_score(ratio, n.factor, self.threshold),
+            role,
+            alarm,
+            evidence: ev,
+            novelty: ratio,
+            by_novelty: alarm,
+        }
+    }
+
+    /// The verdict in `mode`: [`KindModel::verdict`] or [`KindModel::novelty_verdict`].
+    pub fn verdict_as(&self, mode: ScoreMode, raw: &[Option<f64>], top: usize) -> Verdict {
+        match mode {
+            ScoreMode::Own => self.verdict(raw, top),
+            ScoreMode::NoveltyOnly => self.novelty_verdict(raw, top),
         }
     }
 }
@@ -557,7 +628,8 @@ pub struct DetectorModel {
     pub version: u32,
     pub window_ms: u64,
     pub alert: AlertParams,
-    /// Per kind; the `*` model serves kinds without their own.
+    /// Per kind; the `*` model's novelty check serves kinds without their own
+    /// ([`DetectorModel::scorer_for`]).
     pub models: Vec<KindModel>,
     /// Scenarios the model was trained on (for honest held-out figures).
     pub trained_on: Vec<String>,
@@ -579,9 +651,20 @@ impl DetectorModel {
         Ok(m)
     }
 
-    /// The model for a kind of guest: its own, else the generic one.
-    pub fn for_kind(&self, kind: &str) -> Option<&KindModel> {
-        self.models.iter().find(|m| m.kind == kind).or_else(|| self.models.iter().find(|m| m.kind == "*"))
+    /// The model trained on guests of this kind (`*`: the generic one), if any.
+    pub fn own_model(&self, kind: &str) -> Option<&KindModel> {
+        self.models.iter().find(|m| m.kind == kind)
+    }
+
+    /// How guests of `kind` are scored: by their own model ([`ScoreMode::Own`]), else by the generic
+    /// `*` model's benign-only novelty check ([`ScoreMode::NoveltyOnly`], score with
+    /// [`KindModel::verdict_as`]); `None` when neither exists (no `*` model, or one without a novelty
+    /// check: a model file of an older version, or benign windows with no watched feature).
+    pub fn scorer_for(&self, kind: &str) -> Option<(&KindModel, ScoreMode)> {
+        if let Some(m) = self.own_model(kind) {
+            return Some((m, ScoreMode::Own));
+        }
+        self.own_model("*").filter(|m| m.novelty.is_some()).map(|m| (m, ScoreMode::NoveltyOnly))
     }
 }
 
@@ -650,9 +733,10 @@ mod tests {
             trained_on: vec!["x".into()],
         };
         let back = DetectorModel::from_json(&serde_json::to_string(&dm).unwrap()).unwrap();
-        let m2 = back.for_kind("container").unwrap();
+        let (m2, mode) = back.scorer_for("container").unwrap();
+        assert_eq!(mode, ScoreMode::Own);
         assert_eq!(m2.verdict(&raw(1.0, 50_000.0, 60.0, 60.0), 3), z);
-        assert!(back.for_kind("qemu").is_none());
+        assert!(back.scorer_for("qemu").is_none());
     }
 
     #[test]
@@ -695,6 +779,89 @@ mod tests {
         };
         let back = DetectorModel::from_json(&serde_json::to_string(&dm).unwrap()).unwrap();
         assert_eq!(back.models[0].verdict(&with(raw(8.0, 5.0, 300.0, 200.0), 800.0, 90.0), 3), udp);
+    }
+
+    /// A window with the novelty check's features set: refused packets and bare received packets.
+    fn with(mut v: Vec<Option<f64>>, refused: f64, bare: f64) -> Vec<Option<f64>> {
+        v[feature_index("refused_ps").unwrap()] = Some(refused);
+        v[feature_index("bare_rx_pps").unwrap()] = Some(bare);
+        v
+    }
+
+    /// [`data`] with the novelty check's features, low in benign windows, high in flooded ones.
+    fn data_with_novelty() -> Vec<(Vec<Option<f64>>, Class)> {
+        data()
+            .into_iter()
+            .map(|(v, c)| {
+                let (r, b) = if c == Class::Victim { (4800.0, 5000.0) } else { (2.0, 20.0) };
+                (with(v, r, b), c)
+            })
+            .collect()
+    }
+
+    fn detector(models: Vec<KindModel>) -> DetectorModel {
+        DetectorModel {
+            version: MODEL_VERSION,
+            window_ms: 5000,
+            alert: AlertParams::default(),
+            models,
+            trained_on: vec![],
+        }
+    }
+
+    #[test]
+    fn a_kind_without_a_model_of_its_own_gets_the_novelty_check_only() {
+        let d = data_with_novelty();
+        let p = TrainParams::default();
+        let own = KindModel::train("container", &d, &p).unwrap();
+        let generic = KindModel::train("*", &d, &p).unwrap();
+        assert!(generic.novelty.is_some());
+        let dm = detector(vec![own.clone(), generic.clone()]);
+        let (m, mode) = dm.scorer_for("container").unwrap();
+        assert_eq!((m.kind.as_str(), mode), ("container", ScoreMode::Own));
+        let (m, mode) = dm.scorer_for("qemu").unwrap();
+        assert_eq!((m.kind.as_str(), mode), ("*", ScoreMode::NoveltyOnly));
+        assert_eq!(dm.scorer_for("*").map(|(m, mode)| (m.kind.as_str(), mode)), Some(("*", ScoreMode::Own)));
+        assert_eq!(dm.own_model("qemu"), None);
+        // No generic model, or one without a novelty check (an older file): not scored.
+        assert!(detector(vec![own.clone()]).scorer_for("qemu").is_none());
+        let mut old = generic.clone();
+        old.novelty = None;
+        assert!(detector(vec![own, old.clone()]).scorer_for("qemu").is_none());
+        assert!(!old.novelty_verdict(&raw(5000.0, 4800.0, 60.0, 60.0), 3).alarm);
+    }
+
+    #[test]
+    fn novelty_only_verdicts_ignore_the_supervised_half() {
+        // Training floods that refused as few packets as benign traffic: the supervised half learns
+        // the packet rates and sizes only.
+        let d: Vec<_> = data().into_iter().map(|(v, c)| (with(v, 2.0, 20.0), c)).collect();
+        let m = KindModel::train("*", &d, &TrainParams::default()).unwrap();
+        assert!(!m.features.iter().any(|f| f == "refused_ps"));
+        // A window the supervised half calls a flood, below the novelty check's factor.
+        let busy = with(raw(5000.0, 4800.0, 60.0, 58.0), 100.0, 150.0);
+        assert!(m.verdict_as(ScoreMode::Own, &busy, 3).alarm);
+        assert_eq!(m.verdict_as(ScoreMode::Own, &busy, 3), m.verdict(&busy, 3));
+        let v = m.verdict_as(ScoreMode::NoveltyOnly, &busy, 3);
+        assert!(!v.alarm && !v.by_novelty && v.score > 0.0 && v.score < m.threshold, "{v:?}");
+        assert_eq!(v.evidence.iter().map(|e| e.feature.as_str()).collect::<Vec<_>>(), ["refused_ps"]);
+        // Nothing above a ceiling: score 0, no evidence.
+        let calm = m.novelty_verdict(&with(raw(5000.0, 4800.0, 60.0, 58.0), 2.0, 20.0), 3);
+        assert!(!calm.alarm && calm.score == 0.0 && calm.evidence.is_empty(), "{calm:?}");
+        // Refused packets far above the benign ceiling: an alarm, with the novelty check's evidence.
+        let udp = with(raw(8.0, 5.0, 300.0, 200.0), 800.0, 90.0);
+        let v = m.novelty_verdict(&udp, 3);
+        assert!(v.alarm && v.by_novelty && v.score >= m.threshold && v.novelty > 3.0, "{v:?}");
+        assert_eq!(v.role, Role::Victim);
+        assert_eq!(v.evidence.len(), 1, "only the feature above its ceiling: {v:?}");
+        assert_eq!(v.evidence[0].feature, "refused_ps");
+        assert_eq!(v.evidence[0].normal, m.novelty.as_ref().unwrap().ceiling[0]);
+        // Above the ceiling but below the factor: a score under the threshold, no alarm.
+        let v = m.novelty_verdict(&with(raw(8.0, 5.0, 300.0, 200.0), 80.0, 20.0), 3);
+        assert!(!v.alarm && v.score > 0.0 && v.score < m.threshold, "{v:?}");
+        // The role is the direction of traffic.
+        let v = m.novelty_verdict(&with(raw(2.0, 50_000.0, 60.0, 60.0), 800.0, 20.0), 3);
+        assert!(v.alarm && v.role == Role::Attacker, "{v:?}");
     }
 
     #[test]
