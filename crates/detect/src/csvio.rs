@@ -1,4 +1,4 @@
-//! Windows as CSV, over `impl Read` / `impl Write` (no files here).
+//! Windows as CSV, over `impl Read` / `impl Write` or bytes in memory (no files here).
 //!
 //! Input layout (what `vmguard detect fit --input windows.csv` reads):
 //! - a header line of column names, then one window per row;
@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::{Label, Matrix};
+
+mod parallel;
 
 /// Which columns play which role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,47 +97,61 @@ pub enum CsvError {
 }
 
 /// Reads windows from CSV (see the module documentation for the layout).
-pub fn read_windows<R: Read>(input: R, opts: &CsvOptions) -> Result<WindowTable, CsvError> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).trim(csv::Trim::All).from_reader(input);
+///
+/// Reads the whole input into memory, then parses it with [`read_windows_bytes`] (in parallel).
+pub fn read_windows<R: Read>(mut input: R, opts: &CsvOptions) -> Result<WindowTable, CsvError> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes).map_err(|e| CsvError::Syntax(e.into()))?;
+    read_windows_bytes(&bytes, opts)
+}
+
+/// Reads windows from CSV held in memory, splitting the rows over the rayon threads.
+///
+/// Gives exactly what [`read_windows_sequential`] gives, errors included: rows are split at line
+/// ends and parsed in parallel only while the input is plain (no `"` after the header, every row as
+/// wide as the header, every value valid); at the first thing the fast path does not handle, the
+/// whole input is read again by [`read_windows_sequential`], which reports it with its line number.
+pub fn read_windows_bytes(bytes: &[u8], opts: &CsvOptions) -> Result<WindowTable, CsvError> {
+    read_windows_bytes_chunked(bytes, opts, parallel::MIN_CHUNK)
+}
+
+/// [`read_windows_bytes`] with chunks of at least `min_chunk` bytes: lets tests split small inputs
+/// anywhere (between `\r` and `\n`, before a blank line, ...).
+#[doc(hidden)]
+pub fn read_windows_bytes_chunked(bytes: &[u8], opts: &CsvOptions, min_chunk: usize) -> Result<WindowTable, CsvError> {
+    match parallel::read(bytes, opts, min_chunk) {
+        Some(table) => Ok(table),
+        None => read_windows_sequential(bytes, opts),
+    }
+}
+
+/// Reads windows from CSV one record at a time with the `csv` crate: the reference reader (quoting,
+/// precise errors), and the fallback of [`read_windows_bytes`].
+pub fn read_windows_sequential(bytes: &[u8], opts: &CsvOptions) -> Result<WindowTable, CsvError> {
+    let mut rdr = csv_reader(bytes);
     let mut rec = csv::ByteRecord::new();
     if !rdr.read_byte_record(&mut rec)? {
         return Err(CsvError::Empty);
     }
-    let header: Vec<String> = rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
-    for (i, h) in header.iter().enumerate() {
-        if header[..i].contains(h) {
-            return Err(CsvError::DuplicateColumn(h.clone()));
-        }
-    }
-    let label_idx = header.iter().position(|h| *h == opts.label_column);
-    let id_idx: Vec<usize> = (0..header.len()).filter(|&i| opts.id_columns.contains(&header[i])).collect();
-    let feat_idx: Vec<usize> = match &opts.features {
-        Some(names) => names
-            .iter()
-            .map(|n| header.iter().position(|h| h == n).ok_or_else(|| CsvError::MissingColumn(n.clone())))
-            .collect::<Result<_, _>>()?,
-        None => (0..header.len()).filter(|&i| Some(i) != label_idx && !id_idx.contains(&i)).collect(),
-    };
-    if feat_idx.is_empty() {
-        return Err(CsvError::NoFeatures);
-    }
+    let Layout { header, label_idx, id_idx, feat_idx } = Layout::resolve(&rec, opts)?;
     let mut data = Vec::new();
     let mut labels = label_idx.map(|_| Vec::new());
     let mut ids: Vec<Vec<String>> = vec![Vec::new(); id_idx.len()];
     let mut rows = 0usize;
     while rdr.read_byte_record(&mut rec)? {
-        let line = rec.position().map_or(rows as u64 + 2, |p| p.line());
+        // Only errors need it, and counting is O(input): computed then.
+        let line = || rec.position().map_or(rows as u64 + 2, |p| line_of(bytes, p));
         for &j in &feat_idx {
             let raw = rec.get(j).unwrap_or_default();
             let text = std::str::from_utf8(raw).ok();
             let v = text.and_then(|t| t.parse::<f64>().ok()).ok_or_else(|| CsvError::NotANumber {
-                line,
+                line: line(),
                 column: header[j].clone(),
                 value: String::from_utf8_lossy(raw).into_owned(),
             })?;
             if !v.is_finite() {
                 return Err(CsvError::NonFinite {
-                    line,
+                    line: line(),
                     column: header[j].clone(),
                     value: String::from_utf8_lossy(raw).into_owned(),
                 });
@@ -148,7 +164,7 @@ pub fn read_windows<R: Read>(input: R, opts: &CsvOptions) -> Result<WindowTable,
                 None
             } else {
                 Some(Label::parse(&raw).ok_or_else(|| CsvError::BadLabel {
-                    line,
+                    line: line(),
                     column: header[li].clone(),
                     value: raw.clone().into_owned(),
                 })?)
@@ -170,6 +186,57 @@ pub fn read_windows<R: Read>(input: R, opts: &CsvOptions) -> Result<WindowTable,
         id_names: id_idx.iter().map(|&j| header[j].clone()).collect(),
         ids,
     })
+}
+
+/// The 1-based line a record starts on. The csv crate's own `Position::line` is the line where its
+/// reader *was* when the record began: before the `\n` of a CRLF, before skipped blank lines, and it
+/// never counts a lone `\r`; so a bad cell in a CRLF file was reported one line too early.
+fn line_of(bytes: &[u8], pos: &csv::Position) -> u64 {
+    let start = usize::try_from(pos.byte()).unwrap_or(usize::MAX).min(bytes.len());
+    let skipped = bytes[start..].iter().take_while(|&&b| b == b'\n' || b == b'\r').count();
+    let before = &bytes[..start + skipped];
+    let ends =
+        before.iter().enumerate().filter(|&(i, &b)| b == b'\n' || (b == b'\r' && before.get(i + 1) != Some(&b'\n')));
+    1 + ends.count() as u64
+}
+
+/// The one CSV dialect both readers use (the parallel one for the header).
+fn csv_reader<R: Read>(input: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new().has_headers(false).trim(csv::Trim::All).from_reader(input)
+}
+
+/// Which header column plays which role.
+struct Layout {
+    header: Vec<String>,
+    label_idx: Option<usize>,
+    /// Id columns, in header order.
+    id_idx: Vec<usize>,
+    /// Feature columns, in output order (a column may appear twice if `--features` names it twice).
+    feat_idx: Vec<usize>,
+}
+
+impl Layout {
+    fn resolve(rec: &csv::ByteRecord, opts: &CsvOptions) -> Result<Self, CsvError> {
+        let header: Vec<String> = rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+        for (i, h) in header.iter().enumerate() {
+            if header[..i].contains(h) {
+                return Err(CsvError::DuplicateColumn(h.clone()));
+            }
+        }
+        let label_idx = header.iter().position(|h| *h == opts.label_column);
+        let id_idx: Vec<usize> = (0..header.len()).filter(|&i| opts.id_columns.contains(&header[i])).collect();
+        let feat_idx: Vec<usize> = match &opts.features {
+            Some(names) => names
+                .iter()
+                .map(|n| header.iter().position(|h| h == n).ok_or_else(|| CsvError::MissingColumn(n.clone())))
+                .collect::<Result<_, _>>()?,
+            None => (0..header.len()).filter(|&i| Some(i) != label_idx && !id_idx.contains(&i)).collect(),
+        };
+        if feat_idx.is_empty() {
+            return Err(CsvError::NoFeatures);
+        }
+        Ok(Self { header, label_idx, id_idx, feat_idx })
+    }
 }
 
 /// Writes one row per window: the table's id columns, `cluster`, and `predicted` if given.
@@ -309,6 +376,39 @@ mod tests {
         assert!(matches!(err, CsvError::Syntax(_)), "{err}");
         let err = read_windows("a,b\n1,\n".as_bytes(), &CsvOptions::default()).unwrap_err();
         assert!(matches!(err, CsvError::NotANumber { .. }), "{err}");
+    }
+
+    #[test]
+    fn error_lines_count_crlf_cr_blank_and_quoted_lines() {
+        let cases = [
+            ("a,b\n1,2\n3,x\n", 3),
+            ("a,b\r\n1,2\r\n3,x\r\n", 3),
+            ("a,b\n\n\r\n3,x\n", 4),
+            ("a,b\r1,2\r3,x\r", 3),
+            ("a,b\n\"1\n\",2\n3,x\n", 4),
+        ];
+        for (text, want) in cases {
+            let err = read_windows(text.as_bytes(), &CsvOptions::default()).unwrap_err();
+            assert!(matches!(err, CsvError::NotANumber { line, .. } if line == want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn plain_input_takes_the_parallel_path() {
+        let opts = CsvOptions::default();
+        // CRLF, a lone CR, blank lines, spaces, an id and a label: all still plain.
+        let text = "\u{feff}\"guest\",a , b,label\r\n\r\nvm1, 1,2.5e1 ,dos\rvm2,3,4,\n\n vm 3 ,-0,.5,0";
+        for min_chunk in [1, 3, 1 << 20] {
+            let fast = parallel::read(text.as_bytes(), &opts, min_chunk).expect("plain input");
+            assert_eq!(fast, read_windows_sequential(text.as_bytes(), &opts).unwrap());
+        }
+        let t = read_windows(text.as_bytes(), &opts).unwrap();
+        assert_eq!(t.ids[0], ["vm1", "vm2", "vm 3"]);
+        assert_eq!(t.features.as_slice(), &[1.0, 25.0, 3.0, 4.0, -0.0, 0.5]);
+        // Quotes in the body, or a bad cell: the sequential reader decides.
+        assert!(parallel::read("a\n\"1\"\n".as_bytes(), &opts, 1).is_none());
+        assert!(parallel::read("a,b\n1,x\n".as_bytes(), &opts, 1).is_none());
+        assert!(parallel::read("a,b\n1,2,3\n".as_bytes(), &opts, 1).is_none());
     }
 
     #[test]
