@@ -5,6 +5,10 @@
 //! `vmguard_guest_alert`, `vmguard_guest_alerts_total` per guest) and optionally a webhook, which
 //! posts from its own thread through a bounded queue ([`crate::webhook`]), so a slow receiver never
 //! stalls sampling. Ticks come from [`crate::ticks::ticks_of_round`], the same function training uses.
+//!
+//! A guest whose kind has a model of its own is scored by it; one whose kind has none (a kind the lab
+//! recordings never had) by the generic model's benign-only novelty check alone
+//! ([`DetectorModel::scorer_for`]): the agent says which, per guest, when it starts watching it.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use detect::online::{AlertEvent, AlertState, DetectorModel, Role, WindowExtractor};
+use detect::online::{AlertEvent, AlertState, DetectorModel, Role, ScoreMode, WindowExtractor};
 use serde::Serialize;
 use telemetry::export::{Exporter, ExtraFamily, FamilyKind};
 use telemetry::pipeline::RoundReport;
@@ -87,6 +91,8 @@ pub struct AlertLine<'a> {
     #[serde(flatten)]
     pub event: &'a AlertEvent,
     pub kind: &'a str,
+    /// How the guest's kind is scored: its own model, or the benign-only novelty check alone.
+    pub mode: ScoreMode,
     pub threshold: f64,
 }
 
@@ -106,18 +112,39 @@ pub struct Scorer {
     guests: HashMap<String, GuestScorer>,
     gauges: Option<Gauges>,
     sink: Sink,
-    /// Kinds already reported as having no model entry.
-    unscored: std::collections::BTreeSet<String>,
+    /// Guests whose scoring mode has been logged.
+    announced: std::collections::BTreeSet<String>,
 }
 
 impl Scorer {
     pub fn new(model: DetectorModel, gauges: Option<Gauges>, sink: Sink) -> Scorer {
-        Scorer { model, guests: HashMap::new(), gauges, sink, unscored: Default::default() }
+        Scorer { model, guests: HashMap::new(), gauges, sink, announced: Default::default() }
     }
 
-    /// Whether the model scores guests of `kind` (its own entry or the generic one).
+    /// How the model scores guests of `kind`: by their kind's own model, by the generic model's
+    /// benign-only novelty check, or not at all (`None`).
+    pub fn mode(&self, kind: GuestKind) -> Option<ScoreMode> {
+        self.model.scorer_for(kind.as_str()).map(|(_, mode)| mode)
+    }
+
+    /// Whether the model scores guests of `kind` at all.
     pub fn scores(&self, kind: GuestKind) -> bool {
-        self.model.for_kind(kind.as_str()).is_some()
+        self.mode(kind).is_some()
+    }
+
+    /// What the agent says about a guest when it starts watching it: which mode scores it.
+    pub fn scoring_note(&self, g: &GuestInfo) -> String {
+        let (name, kind) = (&g.name, g.kind.as_str());
+        match self.mode(g.kind) {
+            Some(ScoreMode::Own) => format!("guest {name} ({kind}): scored by the model for kind {kind}"),
+            Some(ScoreMode::NoveltyOnly) => format!(
+                "guest {name} ({kind}): no model of its own for kind {kind}, scored by the benign-only novelty check"
+            ),
+            None => format!(
+                "guest {name} ({kind}): no model of its own for kind {kind}, and the model has no benign-only novelty \
+                 check to fall back on (retrain it with this version's `vmguard detect train`): not scored"
+            ),
+        }
     }
 
     /// One pipeline round: its deltas → ticks per guest → window → verdict → alert state.
@@ -129,13 +156,9 @@ impl Scorer {
             let Some(g) = self.guests.get_mut(&guest) else { continue };
             for tick in ticks {
                 let Some(w) = g.extractor.push(tick) else { continue };
-                let Some(km) = self.model.for_kind(&g.kind) else {
-                    if self.unscored.insert(g.kind.clone()) {
-                        tracing::warn!(guest = %guest, kind = %g.kind, "the model has no entry for this kind of guest: not scored");
-                    }
-                    continue;
-                };
-                let v = km.verdict(&w.values(), 3);
+                // Guests of a kind the model cannot score were named when watched.
+                let Some((km, mode)) = self.model.scorer_for(&g.kind) else { continue };
+                let v = km.verdict_as(mode, &w.values(), 3);
                 let ev = g.alert.update(&guest, w.end_ms, &v, km.clear_threshold, &self.model.alert);
                 if matches!(ev, Some(AlertEvent::Raised { .. })) {
                     g.alerts_total += 1;
@@ -151,14 +174,22 @@ impl Scorer {
                     gg.alerts.set(&[("guest", &guest)], g.alerts_total as f64);
                 }
                 if let Some(ev) = ev {
-                    (self.sink)(&AlertLine { event: &ev, kind: &g.kind, threshold: km.threshold });
+                    (self.sink)(&AlertLine { event: &ev, kind: &g.kind, mode, threshold: km.threshold });
                 }
             }
         }
     }
 
-    /// Starts scoring a guest (a new one, or a restarted one: its window starts afresh).
+    /// Starts scoring a guest (a new one, or a restarted one: its window starts afresh). The first
+    /// time a guest is watched, logs how it is scored ([`Scorer::scoring_note`]).
     pub fn watch(&mut self, g: &GuestInfo) {
+        if self.announced.insert(g.name.clone()) {
+            let note = self.scoring_note(g);
+            match self.mode(g.kind) {
+                Some(ScoreMode::Own) => tracing::info!("{note}"),
+                _ => tracing::warn!("{note}"),
+            }
+        }
         self.guests.insert(
             g.name.clone(),
             GuestScorer {
@@ -247,11 +278,9 @@ pub fn run(
     let sink = standard_sink(&opts.alerts, webhook)?;
     let gauges = opts.exporter.as_ref().map(Gauges::new);
     let mut scorer = Scorer::new(opts.model, gauges, sink);
+    // Each guest's scoring mode is logged as it is watched.
     for g in &guests {
         scorer.watch(g);
-        if !scorer.scores(g.kind) {
-            tracing::warn!(guest = %g.name, "the model has no entry for this kind of guest: not scored");
-        }
     }
     tracing::info!(
         "agent watching {} guests: {}",
@@ -307,19 +336,28 @@ mod tests {
     }
 
     /// Feeds `secs` rounds of a flood (6000 packets/s into the guest) to `round`.
-    fn flood_rounds(secs: i64, mut round: impl FnMut(&RoundReport<'_>)) {
+    fn flood_rounds(secs: i64, round: impl FnMut(&RoundReport<'_>)) {
+        rounds("v", secs, &[(SourceId::Netdev, "tx_packets", 6000), (SourceId::Netdev, "rx_packets", 10)], round);
+    }
+
+    /// Feeds `secs` rounds of one guest's counters, each growing by its delta every second.
+    fn rounds(guest: &str, secs: i64, counters: &[(SourceId, &str, u64)], mut round: impl FnMut(&RoundReport<'_>)) {
         for t in 1..=secs {
-            let sample = |c: &str, v: u64| Sample {
-                time_ns: t * 1_000_000_000,
-                guest: "v".into(),
-                source: SourceId::Netdev,
-                counter: c.into(),
-                value: v,
-                kind: Kind::Counter,
-            };
-            let samples = [sample("tx_packets", 0), sample("rx_packets", 0)];
-            let delta = |d: u64| Some(Delta { time_ns: t * 1_000_000_000, delta: d, interval_ns: 1_000_000_000 });
-            let deltas = [delta(6000), delta(10)];
+            let samples: Vec<Sample> = counters
+                .iter()
+                .map(|&(source, c, _)| Sample {
+                    time_ns: t * 1_000_000_000,
+                    guest: guest.into(),
+                    source,
+                    counter: c.into(),
+                    value: 0,
+                    kind: Kind::Counter,
+                })
+                .collect();
+            let deltas: Vec<Option<Delta>> = counters
+                .iter()
+                .map(|&(_, _, d)| Some(Delta { time_ns: t * 1_000_000_000, delta: d, interval_ns: 1_000_000_000 }))
+                .collect();
             round(&RoundReport {
                 index: t as u64,
                 time_ns: t * 1_000_000_000,
@@ -384,6 +422,67 @@ mod tests {
         let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
         assert!(alerts.lines().count() >= 10, "{alerts}");
         assert!(slowest < Duration::from_millis(200), "a round took {slowest:?} with a silent webhook receiver");
+    }
+
+    /// [`toy_model`] plus a generic `*` model trained on floods that refused nothing (so its
+    /// supervised half calls any 5000 packets/s a flood), whose novelty check watches refused packets.
+    fn toy_model_with_generic() -> DetectorModel {
+        let refused = detect::online::FEATURES.iter().position(|f| f.name == "refused_ps").unwrap();
+        let mut data = Vec::new();
+        for i in 0..40 {
+            let mut v = vec![None; detect::online::FEATURES.len()];
+            v[0] = Some(10.0 + i as f64);
+            v[1] = Some(10.0);
+            v[refused] = Some(1.0);
+            data.push((v.clone(), Class::Normal));
+            v[0] = Some(5000.0 + i as f64);
+            data.push((v, Class::Victim));
+        }
+        let mut m = toy_model();
+        m.models.push(KindModel::train("*", &data, &TrainParams::default()).unwrap());
+        m
+    }
+
+    #[test]
+    fn a_kind_without_its_own_model_is_scored_by_the_novelty_check_only() {
+        let container = GuestInfo::new("c", GuestKind::Container);
+        let none: Sink = Box::new(|_| {});
+        let toy = Scorer::new(toy_model(), None, none);
+        assert_eq!(toy.mode(GuestKind::Container), None);
+        assert!(!toy.scores(GuestKind::Container));
+        assert!(toy.scoring_note(&container).ends_with("not scored"), "{}", toy.scoring_note(&container));
+
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let ev2 = Arc::clone(&events);
+        let mut sc = Scorer::new(
+            toy_model_with_generic(),
+            None,
+            Box::new(move |l| ev2.lock().unwrap().push(serde_json::to_string(l).unwrap())),
+        );
+        assert_eq!(sc.mode(GuestKind::Vanilla), Some(ScoreMode::Own));
+        assert_eq!(sc.mode(GuestKind::Container), Some(ScoreMode::NoveltyOnly));
+        assert_eq!(sc.scoring_note(&guest()), "guest v (vanilla): scored by the model for kind vanilla");
+        assert_eq!(
+            sc.scoring_note(&container),
+            "guest c (container): no model of its own for kind container, scored by the benign-only novelty check"
+        );
+        sc.watch(&container);
+        // Heavy traffic with nothing refused: the generic supervised half would call it a flood, the
+        // novelty check does not.
+        let netdev = [(SourceId::Netdev, "tx_packets", 6000), (SourceId::Netdev, "rx_packets", 10)];
+        rounds("c", 8, &[netdev[0], netdev[1], (SourceId::Snmp, "Tcp.OutRsts", 1)], |r| sc.round(r));
+        assert!(events.lock().unwrap().is_empty(), "{:?}", events.lock().unwrap());
+        // Thousands of resets a second: far above anything benign.
+        sc.watch(&container);
+        rounds("c", 8, &[netdev[0], netdev[1], (SourceId::Snmp, "Tcp.OutRsts", 3000)], |r| sc.round(r));
+        let ev = events.lock().unwrap();
+        assert!(
+            ev.iter().any(|e| e.contains("\"raised\"")
+                && e.contains("\"victim\"")
+                && e.contains("\"mode\":\"novelty_only\"")
+                && e.contains("refused_ps")),
+            "{ev:?}"
+        );
     }
 
     #[test]
