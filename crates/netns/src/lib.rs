@@ -1,5 +1,10 @@
 //! Named network namespaces (the `ip netns` convention: a bind mount under `/var/run/netns/NAME`).
 //!
+//! A "name" that is an absolute path (`/proc/1234/ns/net`, a bind mount elsewhere) is that path: this is
+//! how a namespace nobody named (a container's, a qemu started in its own namespace) is passed around.
+//! Such a path names whatever namespace the process has *now*: a PID that is reused points elsewhere, so
+//! whoever builds the path re-checks it (telemetry's discovery does so on every refresh).
+//!
 //! Code that must act inside a lab host (connect to a victim from the client, send a flood from the
 //! attacker) runs a closure on a fresh thread that has entered the namespace: the namespace is a
 //! per-thread property, so the rest of the process stays where it was.
@@ -16,7 +21,7 @@ pub const NETNS_DIR: &str = "/var/run/netns";
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     /// The namespace does not exist.
-    #[error("network namespace `{name}` does not exist ({path}): is the lab up? (`vmguard lab status`)")]
+    #[error("network namespace `{name}` does not exist ({path}): {}", if is_path(name) { "has its process exited?" } else { "is the lab up? (`vmguard lab status`)" })]
     Missing { name: String, path: PathBuf },
     /// Opening or entering it failed (usually: not root).
     #[error("cannot enter network namespace `{name}`: {source} (vmguard's lab needs root)")]
@@ -26,8 +31,14 @@ pub enum NetnsError {
     Panicked { name: String },
 }
 
+/// Where the namespace `name` is: `/var/run/netns/NAME`, or `name` itself when it is an absolute path.
 pub fn path(name: &str) -> PathBuf {
-    PathBuf::from(NETNS_DIR).join(name)
+    if is_path(name) { PathBuf::from(name) } else { PathBuf::from(NETNS_DIR).join(name) }
+}
+
+/// Whether `name` is an absolute path (`/proc/PID/ns/net`) rather than a name under [`NETNS_DIR`].
+pub fn is_path(name: &str) -> bool {
+    name.starts_with('/')
 }
 
 pub fn exists(name: &str) -> bool {
@@ -129,6 +140,19 @@ mod tests {
     fn missing_namespace_is_a_clear_error() {
         let err = run_in("vmguard-test-no-such-ns", || 1).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn absolute_paths_are_namespaces_too() {
+        assert_eq!(path("ns1"), PathBuf::from("/var/run/netns/ns1"));
+        assert_eq!(path("/proc/1234/ns/net"), PathBuf::from("/proc/1234/ns/net"));
+        assert!(is_path("/proc/self/ns/net") && !is_path("ns1"));
+        // Our own namespace, by path: its inode is the one /proc/self/ns/net shows, and we are in it.
+        let me = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        assert_eq!(inode("/proc/self/ns/net"), Some(me));
+        assert!(pids_in("/proc/self/ns/net").contains(&std::process::id()));
+        let err = run_in("/proc/4294967295/ns/net", || 1).unwrap_err().to_string();
+        assert!(err.contains("does not exist") && err.contains("exited"), "{err}");
     }
 
     #[test]
