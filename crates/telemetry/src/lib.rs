@@ -13,6 +13,9 @@
 //! deltas, a per-round callback) and [`export`] serves the latest readings as OpenMetrics (feature
 //! `export`, on by default).
 //!
+//! [`discover`] finds the guests already running on a host (libvirt, qemu, containers, Xen, a static list)
+//! and describes each by the same [`GuestInfo`] (feature `sources`).
+//!
 //! Parsers are pure functions of text or bytes (`parse_*`), so they test and fuzz without root; the live
 //! parts (`perf_event_open`, network namespaces) are behind the default feature `sources`.
 
@@ -21,6 +24,8 @@
 
 pub mod cgroup;
 pub mod delta;
+#[cfg(feature = "sources")]
+pub mod discover;
 mod error;
 mod file;
 pub mod guest;
@@ -43,6 +48,8 @@ pub mod pipeline;
 #[cfg(feature = "sources")]
 pub use collect::{Collector, SourceFailure, sources_for};
 pub use delta::{Delta, DeltaTracker, delta};
+#[cfg(feature = "sources")]
+pub use discover::{DiscoverKind, DiscoverOptions, Discovered, Discoverer, DiscoveryProblem, StaticGuest};
 pub use error::{ParseError, TelemetryError};
 pub use guest::{GuestInfo, GuestKind, Iface, UnknownGuestKind};
 pub use sample::{Kind, Name, NameCache, Sample, SourceId, unix_now_ns};
