@@ -433,6 +433,35 @@ mod tests {
         assert!(run(&mut p, &zero, &stop, || Ok(vec![]), |_| Ok(())).is_err());
     }
 
+    /// A restarted guest (same name, new PID) is one guest gone and one new: its sources are rebuilt and
+    /// its delta state forgotten, so the new instance's counters never make deltas against the old one's.
+    #[test]
+    fn restarted_guest_starts_afresh() {
+        let mut p = Pipeline::new(None);
+        assert_eq!(p.set_guests(&[me("a")]), (vec!["a".to_string()], vec![]));
+        p.round();
+        p.clear_new_guests();
+        let r = p.round();
+        assert!(r.deltas.iter().any(|d| d.is_some()), "the second round of one instance has deltas");
+        assert!(r.new_guests.is_empty());
+        // Unchanged description: nothing happens.
+        assert_eq!(p.set_guests(&[me("a")]), (vec![], vec![]));
+        // Same name, another process (PID 1 stands in for the restarted instance).
+        let restarted = GuestInfo { pid: Some(1), ..me("a") };
+        assert_eq!(p.set_guests(std::slice::from_ref(&restarted)), (vec!["a".to_string()], vec!["a".to_string()]));
+        let r = p.round();
+        assert!(!r.samples.is_empty());
+        assert!(r.deltas.iter().all(|d| d.is_none()), "no delta mixes the old and the new instance");
+        assert_eq!(
+            r.new_guests,
+            std::slice::from_ref(&restarted),
+            "reported as new, so the store records the new description"
+        );
+        p.clear_new_guests();
+        assert!(p.round().deltas.iter().any(|d| d.is_some()), "the new instance's own deltas follow");
+        assert_eq!(p.guests(), [restarted]);
+    }
+
     fn stats_rounds(p: &Pipeline) -> u64 {
         p.stats().rounds
     }
