@@ -76,7 +76,7 @@ impl VictimState {
             netns: Some(self.ns.clone()),
             pid: self.pids.first().copied(),
             qmp_socket: self.qmp_socket.clone(),
-            iface: Some(telemetry::Iface { name: self.host_iface.clone(), netns: Some(self.host_iface_ns.clone()) }),
+            iface: Some(telemetry::Iface::host_side(self.host_iface.clone(), Some(self.host_iface_ns.clone()))),
             // telemetry wants it relative to the hierarchy root.
             cgroup: self.cgroup.as_ref().map(|c| c.trim_start_matches('/').to_string()),
             ..telemetry::GuestInfo::new(self.name.clone(), self.kind)

@@ -240,6 +240,8 @@ pub struct AgentOptions {
     /// Serve the detector's gauges beside every guest counter on this exporter.
     pub exporter: Option<Exporter>,
     pub interval: Duration,
+    /// How often the guest list is asked again.
+    pub refresh: Duration,
     /// Stop after this long (default: until `stop`).
     pub duration: Option<Duration>,
 }
@@ -267,9 +269,10 @@ pub fn standard_sink(alerts: &Path, webhook: Option<Webhook>) -> Result<Sink, Ag
     }))
 }
 
-/// Runs the agent on the lab's guests until `stop` is set or the duration ends.
+/// Runs the agent on `guests`, then on what `source` finds every refresh, until `stop` is set or the
+/// duration ends.
 pub fn run(
-    spec: &lab::LabSpec,
+    source: crate::collect::GuestSource,
     guests: Vec<GuestInfo>,
     opts: AgentOptions,
     stop: &AtomicBool,
@@ -288,10 +291,10 @@ pub fn run(
         guests.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ")
     );
     let collect = CollectLoop::start(
-        spec,
+        source,
         opts.store.as_deref(),
         guests,
-        opts.interval,
+        (opts.interval, opts.refresh),
         opts.exporter.clone(),
         Box::new(move |round| scorer.round(round)),
     )?;

@@ -54,6 +54,39 @@ pub fn store_round(store: &mut store::Store, round: &RoundReport<'_>) -> Result<
     Ok(())
 }
 
+/// Where the watched guests come from; asked again every refresh, so guests may come, go and restart
+/// (a new PID under the same name starts afresh: the pipeline never mixes two instances' counters).
+pub enum GuestSource {
+    /// The running lab's victims (none while the lab is down).
+    Lab(lab::LabSpec),
+    /// Guests found on the host (libvirt, plain qemu, containers, Xen, a static list), with the lab's
+    /// victims too when `lab` is given (discovery then skips the lab's own processes).
+    Discovered { discoverer: Box<telemetry::discover::Discoverer>, lab: Option<lab::LabSpec> },
+}
+
+impl GuestSource {
+    /// The guests now. Discovery problems are logged by the discoverer, once each.
+    pub fn current(&mut self) -> Result<Vec<GuestInfo>, String> {
+        match self {
+            GuestSource::Lab(spec) => current_guests(spec),
+            GuestSource::Discovered { discoverer, lab } => {
+                let mut guests = match lab {
+                    Some(spec) => current_guests(spec)?,
+                    None => Vec::new(),
+                };
+                if lab.is_some() {
+                    discoverer.set_exclude(guests.clone());
+                }
+                let found = discoverer.discover();
+                guests.extend(
+                    found.guests.into_iter().filter(|g| !guests.iter().any(|l| l.name == g.name)).collect::<Vec<_>>(),
+                );
+                Ok(guests)
+            }
+        }
+    }
+}
+
 /// A per-round callback of [`CollectLoop`].
 pub type OnRound = Box<dyn FnMut(&RoundReport<'_>) + Send>;
 
@@ -65,14 +98,13 @@ pub struct CollectLoop {
 }
 
 impl CollectLoop {
-    /// Starts collecting from `guests` (the lab's state is read again every few seconds, so a
-    /// restarted victim is picked up), appending to the store at `store_path` if given and updating
-    /// `exporter`.
+    /// Starts collecting from `guests` every `interval`, then from what `source` says every `refresh`
+    /// (so a restarted guest is picked up), appending to the store at `store_path` if given and updating `exporter`.
     pub fn start(
-        spec: &lab::LabSpec,
+        mut source: GuestSource,
         store_path: Option<&Path>,
         guests: Vec<GuestInfo>,
-        interval: Duration,
+        (interval, refresh): (Duration, Duration),
         exporter: Option<Exporter>,
         mut on_round: OnRound,
     ) -> Result<CollectLoop, CollectError> {
@@ -83,12 +115,11 @@ impl CollectLoop {
             ),
             None => None,
         };
-        let spec = spec.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
         let handle = std::thread::spawn(move || -> Result<u64, CollectError> {
             let mut pipeline = Pipeline::new(exporter);
-            let opts = RunOptions { interval, ..RunOptions::default() };
+            let opts = RunOptions { interval, refresh, ..RunOptions::default() };
             let mut first = Some(guests);
             telemetry::pipeline::run(
                 &mut pipeline,
@@ -96,7 +127,7 @@ impl CollectLoop {
                 &stop2,
                 || match first.take() {
                     Some(g) => Ok(g),
-                    None => current_guests(&spec),
+                    None => source.current(),
                 },
                 |round| {
                     if let Some(store) = store.as_mut() {

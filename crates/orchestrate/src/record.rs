@@ -101,8 +101,14 @@ pub fn record(
     let guests: Vec<telemetry::GuestInfo> = state.victims.iter().map(lab::VictimState::guest_info).collect();
     let names: Vec<&str> = guests.iter().map(|g| g.name.as_str()).collect();
     scenario.check_guests(&names)?;
-    let collect =
-        CollectLoop::start(&state.spec, Some(&opts.store), guests.clone(), opts.interval, None, Box::new(|_| {}))?;
+    let collect = CollectLoop::start(
+        crate::collect::GuestSource::Lab(state.spec.clone()),
+        Some(&opts.store),
+        guests.clone(),
+        (opts.interval, Duration::from_secs(5)),
+        None,
+        Box::new(|_| {}),
+    )?;
     // Two rounds before the first phase, so its first deltas exist.
     std::thread::sleep(2 * opts.interval + Duration::from_millis(100));
     let start_ns = telemetry::unix_now_ns();

@@ -119,7 +119,7 @@ mod tests {
         let gone = GuestInfo {
             pid: Some(u32::MAX - 1),
             qmp_socket: Some("/nonexistent/vmgt-qmp.sock".into()),
-            iface: Some(crate::Iface { name: "vmgt-none0".into(), netns: Some("vmgt-no-such-ns".into()) }),
+            iface: Some(crate::Iface::host_side("vmgt-none0", Some("vmgt-no-such-ns".into()))),
             cgroup: Some("vmgt/no-such-cgroup".into()),
             ..GuestInfo::new("ghost", GuestKind::Qemu)
         };

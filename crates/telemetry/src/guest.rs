@@ -56,6 +56,18 @@ impl std::str::FromStr for GuestKind {
 pub struct Iface {
     pub name: String,
     pub netns: Option<String>,
+    /// The guest's own interface (a container's `eth0` read inside its namespace) rather than the
+    /// host side of its link (a tap, a veth peer): its receive and transmit counters are swapped on
+    /// reading, so `tx` always means "towards the guest" as on the host side.
+    #[serde(default)]
+    pub guest_side: bool,
+}
+
+impl Iface {
+    /// The host side of a guest's link (tap or veth), in `netns` (`None`: the host's).
+    pub fn host_side(name: impl Into<String>, netns: Option<String>) -> Iface {
+        Iface { name: name.into(), netns, guest_side: false }
+    }
 }
 
 /// One guest as the lab describes it; the CLI maps the lab's state onto this.

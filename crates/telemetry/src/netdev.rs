@@ -33,6 +33,15 @@ pub const NETDEV_FIELDS: [&str; 16] = [
 /// Which of [`NETDEV_FIELDS`] become samples: bytes, packets, errors and drops in each direction.
 const EMITTED: [usize; 8] = [0, 1, 2, 3, 8, 9, 10, 11];
 
+/// Counters read on the guest's side of a link, as the host side would count them: what the guest
+/// received the host side transmitted, and the other way round (bytes, packets, errors, drops; the
+/// rest have no counterpart and are left).
+pub fn to_host_side(vals: &mut [u64; 16]) {
+    for i in 0..4 {
+        vals.swap(i, 8 + i);
+    }
+}
+
 /// The 16 counters of `iface` in a `/proc/net/dev` text, `None` if it is not there or its line is short.
 /// Allocation-free.
 pub fn parse_netdev_iface(text: &str, iface: &str) -> Option<[u64; 16]> {
@@ -74,6 +83,8 @@ pub struct NetDev {
     guest: Arc<str>,
     iface: String,
     netns: Option<String>,
+    /// Read on the guest's side of the link: swap receive and transmit (see [`crate::Iface`]).
+    guest_side: bool,
     /// A file of the same format to read instead (a recorded copy).
     file: Option<std::path::PathBuf>,
     open: Option<(std::fs::File, Option<u64>)>,
@@ -90,6 +101,7 @@ impl NetDev {
             guest: guest.into(),
             iface: iface.name.clone(),
             netns: iface.netns.clone(),
+            guest_side: iface.guest_side,
             file: None,
             open: None,
             buf: String::with_capacity(4096),
@@ -104,6 +116,7 @@ impl NetDev {
             guest: guest.into(),
             iface: iface.to_string(),
             netns: None,
+            guest_side: false,
             file: Some(path.into()),
             open: None,
             buf: String::with_capacity(4096),
@@ -147,10 +160,14 @@ impl NetDev {
             std::str::from_utf8(&self.bytes[..len])
                 .map_err(|_| crate::TelemetryError::parse(path, "not UTF-8 text"))?,
         );
-        let vals = parse_netdev_iface(&self.buf, &self.iface).ok_or_else(|| crate::TelemetryError::IfaceMissing {
-            iface: self.iface.clone(),
-            netns: self.netns.clone().unwrap_or_else(|| "(host)".into()),
-        })?;
+        let mut vals =
+            parse_netdev_iface(&self.buf, &self.iface).ok_or_else(|| crate::TelemetryError::IfaceMissing {
+                iface: self.iface.clone(),
+                netns: self.netns.clone().unwrap_or_else(|| "(host)".into()),
+            })?;
+        if self.guest_side {
+            to_host_side(&mut vals);
+        }
         emit_netdev(&vals, &mut Emit::new(out, &self.guest, SourceId::Netdev, time_ns).with_names(&mut self.names));
         Ok(())
     }
@@ -185,6 +202,14 @@ mod tests {
     lo:    4520      56    0    0    0     0          0         0     4520      56    0    0    0     0       0          0
  vmtap0: 123456789 2345678    1 7777    0     0          0        12 98765432  345678    0   3    0     0       0          0
 ";
+
+    #[test]
+    fn guest_side_counters_read_as_the_host_side() {
+        let mut v = parse_netdev_iface(RECORDED, "vmtap0").unwrap();
+        to_host_side(&mut v);
+        assert_eq!((v[0], v[1], v[3]), (98765432, 345678, 3));
+        assert_eq!((v[8], v[9], v[11]), (123456789, 2345678, 7777));
+    }
 
     #[test]
     fn parses_one_interface() {

@@ -214,14 +214,14 @@ fn netdev_and_snmp_read_inside_the_namespace() {
     assert!(in_proc, "the namespace's own interface is in /proc/thread-self/net/dev");
     assert!(!in_sys, "/sys in a setns'd thread shows the host, as documented");
 
-    let mut src = NetDev::new("ns-guest", &Iface { name: "lo".into(), netns: Some(ns.0.clone()) });
+    let mut src = NetDev::new("ns-guest", &Iface::host_side("lo", Some(ns.0.clone())));
     let before = sample(&mut src);
     udp_burst_in(&ns.0, 100);
     let after = sample(&mut src);
     let d = value(&after, "rx_packets") - value(&before, "rx_packets");
     assert!((100..200).contains(&d), "lo rx_packets moved by {d} for 100 datagrams");
 
-    let mut missing = NetDev::new("ns-guest", &Iface { name: "nope0".into(), netns: Some(ns.0.clone()) });
+    let mut missing = NetDev::new("ns-guest", &Iface::host_side("nope0", Some(ns.0.clone())));
     let err = missing.sample(0, &mut Vec::new()).unwrap_err();
     assert!(err.to_string().contains("nope0 not found"), "{err}");
 

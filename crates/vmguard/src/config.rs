@@ -15,6 +15,9 @@ pub const DEFAULT_FILE: &str = "vmguard.toml";
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub lab: lab::LabSpec,
+    /// Guests for `--discover static`: anything discovery does not find by itself.
+    #[serde(rename = "guest")]
+    pub guests: Vec<telemetry::StaticGuest>,
 }
 
 impl Config {

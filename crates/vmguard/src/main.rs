@@ -11,6 +11,7 @@ mod output;
 mod progress;
 mod signals;
 mod tables;
+mod watch;
 
 use clap::{Parser, Subcommand};
 

@@ -382,6 +382,11 @@ impl Discoverer {
         &self.kinds
     }
 
+    /// The guests someone else watches now (the lab's victims, which come and go).
+    pub fn set_exclude(&mut self, guests: Vec<GuestInfo>) {
+        self.opts.exclude = guests;
+    }
+
     pub fn options(&self) -> &DiscoverOptions {
         &self.opts
     }
@@ -547,7 +552,7 @@ fn libvirt(ctx: &mut Ctx<'_>, found: &mut Vec<Found>, claimed: &mut HashSet<u32>
             .map(|c| libvirt_domain_cgroup(&c).to_string());
         let guest = GuestInfo {
             pid,
-            iface: dom.ifaces.first().map(|d| Iface { name: d.clone(), netns: None }),
+            iface: dom.ifaces.first().map(|d| Iface::host_side(d.clone(), None)),
             cgroup,
             ..GuestInfo::new(dom.name, GuestKind::Qemu)
         };
@@ -579,8 +584,7 @@ fn plain_qemu(ctx: &mut Ctx<'_>, found: &mut Vec<Found>, claimed: &HashSet<u32>)
             continue;
         }
         let netns = ns.name();
-        let iface =
-            c.taps.first().filter(|_| ns != Ns::Unknown).map(|t| Iface { name: t.clone(), netns: netns.clone() });
+        let iface = c.taps.first().filter(|_| ns != Ns::Unknown).map(|t| Iface::host_side(t.clone(), netns.clone()));
         let guest = GuestInfo { netns, pid: Some(pid), qmp_socket, iface, ..GuestInfo::new(name, GuestKind::Qemu) };
         found.push(Found { guest, origin: "qemu" });
     }
@@ -721,7 +725,11 @@ fn containers(ctx: &mut Ctx<'_>, found: &mut Vec<Found>, claimed: &HashSet<u32>)
         let iface = netns.as_ref().and_then(|n| match ctx.read(c.pid, "net/dev") {
             Ok(text) => {
                 let names = parse_netdev_names(&text);
-                pick_container_iface(&names).map(|i| Iface { name: i.to_string(), netns: Some(n.clone()) })
+                pick_container_iface(&names).map(|i| Iface {
+                    name: i.to_string(),
+                    netns: Some(n.clone()),
+                    guest_side: true,
+                })
             }
             Err(e) => {
                 ctx.problem(
@@ -749,7 +757,7 @@ fn xen(ctx: &mut Ctx<'_>, found: &mut Vec<Found>) {
         if d.name == "(null)" {
             continue; // dying
         }
-        let iface = pick_vif(&host_ifaces, d.id).map(|name| Iface { name, netns: None });
+        let iface = pick_vif(&host_ifaces, d.id).map(|name| Iface::host_side(name, None));
         let guest = GuestInfo { xen_domid: Some(d.id), iface, ..GuestInfo::new(d.name, GuestKind::Xen) };
         found.push(Found { guest, origin: "xen" });
     }

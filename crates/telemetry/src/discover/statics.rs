@@ -62,7 +62,7 @@ impl StaticGuest {
         Ok(GuestInfo {
             netns: netns.clone(),
             pid: self.pid,
-            iface: iface.map(|name| Iface { name, netns }),
+            iface: iface.map(|name| Iface { name, netns, guest_side: false }),
             cgroup,
             ..GuestInfo::new(name, self.kind)
         })
@@ -91,7 +91,7 @@ mod tests {
             .to_guest_info()
             .unwrap();
         assert_eq!(g.cgroup.as_deref(), Some("system.slice/pg.service"));
-        assert_eq!(g.iface, Some(Iface { name: "eth0".into(), netns: Some("/proc/42/ns/net".into()) }));
+        assert_eq!(g.iface, Some(Iface::host_side("eth0", Some("/proc/42/ns/net".into()))));
         assert_eq!((g.pid, g.netns.as_deref(), g.kind), (Some(42), Some("/proc/42/ns/net"), GuestKind::Vanilla));
         assert_eq!(
             sg("x", None, None, None, Some("ns")).to_guest_info(),

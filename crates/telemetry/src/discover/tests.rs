@@ -119,7 +119,7 @@ fn qemu_processes() {
                 pid: Some(200),
                 netns: Some(ns200.clone()),
                 qmp_socket: Some("/srv/vm/vm.qmp".into()),
-                iface: Some(Iface { name: "tap7".into(), netns: Some(ns200) }),
+                iface: Some(Iface::host_side("tap7", Some(ns200))),
                 ..GuestInfo::new("qemu-200", GuestKind::Qemu)
             },
             GuestInfo { pid: Some(300), ..GuestInfo::new("web", GuestKind::Qemu) },
@@ -161,7 +161,7 @@ fn containers_from_cgroups_and_runc_state() {
     let found = d.discover();
     assert!(found.problems.is_empty(), "{:?}", found.problems);
     let ns = |pid: u32| Some(p.root().join(format!("{pid}/ns/net")).to_string_lossy().into_owned());
-    let eth0 = |pid: u32| Some(Iface { name: "eth0".into(), netns: ns(pid) });
+    let eth0 = |pid: u32| Some(Iface { name: "eth0".into(), netns: ns(pid), guest_side: true });
     assert_eq!(
         found.guests,
         [

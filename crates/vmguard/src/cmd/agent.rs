@@ -34,6 +34,14 @@ pub struct AgentArgs {
     pub listen: String,
     #[arg(long, default_value = "1s", value_parser = units::parse_duration)]
     pub interval: Duration,
+    /// How often the guest list is read again to pick up guests that came, went or restarted.
+    #[arg(long, default_value = "5s", value_parser = units::parse_duration)]
+    pub refresh: Duration,
+    /// Which guests: `lab` (the lab's victims) and/or guests found on the host: `libvirt`, `qemu`
+    /// (qemu processes started by hand or other tools), `containers` (Podman, Docker, containerd,
+    /// runc), `xen`, `static` (the config's `[[guest]]` entries). Read-only.
+    #[arg(long, default_value = "lab")]
+    pub discover: String,
     /// Stop after this long (default: until Ctrl-C or SIGTERM).
     #[arg(long, value_parser = units::parse_duration)]
     pub duration: Option<Duration>,
@@ -41,8 +49,9 @@ pub struct AgentArgs {
 
 pub fn run(cli: &Cli, a: &AgentArgs) -> anyhow::Result<()> {
     let model = orchestrate::agent::load_model(&a.model)?;
-    let spec = cli.load_config()?.lab;
-    let (_state, guests) = orchestrate::collect::lab_guests(&spec)?;
+    let config = cli.load_config()?;
+    let discover = crate::watch::parse_discover(&a.discover).map_err(anyhow::Error::msg)?;
+    let (source, guests) = crate::watch::source(&config, &discover)?;
     let stop = Arc::new(AtomicBool::new(false));
     let s = Arc::clone(&stop);
     crate::signals::on_interrupt(move || s.store(true, Ordering::SeqCst));
@@ -65,9 +74,10 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> anyhow::Result<()> {
         webhook: a.webhook.clone(),
         exporter: server.as_ref().map(|_| exporter.clone()),
         interval: a.interval,
+        refresh: a.refresh,
         duration: a.duration,
     };
-    orchestrate::agent::run(&spec, guests, opts, &stop)?;
+    orchestrate::agent::run(source, guests, opts, &stop)?;
     drop(server);
     Ok(())
 }

@@ -19,7 +19,7 @@ use telemetry::pipeline::{Pipeline, RunOptions, Stats};
 
 use crate::Cli;
 use crate::{output, progress};
-use orchestrate::collect::{current_guests, lab_guests, store_round};
+use orchestrate::collect::store_round;
 
 #[derive(Debug, Args)]
 pub struct CollectArgs {
@@ -35,9 +35,14 @@ pub struct CollectArgs {
     /// Stop after this long (e.g. 60s, 10m); without it, run until Ctrl-C or SIGTERM.
     #[arg(long, value_parser = units::parse_duration)]
     pub duration: Option<Duration>,
-    /// How often the lab's state is read again to pick up guests that came or went.
+    /// How often the guest list is read again to pick up guests that came, went or restarted.
     #[arg(long, default_value = "5s", value_parser = units::parse_duration)]
     pub refresh: Duration,
+    /// Which guests: `lab` (the lab's victims) and/or guests found on the host: `libvirt`, `qemu`
+    /// (qemu processes started by hand or other tools), `containers` (Podman, Docker, containerd,
+    /// runc), `xen`, `static` (the config's `[[guest]]` entries). Read-only.
+    #[arg(long, default_value = "lab")]
+    pub discover: String,
 }
 
 /// At least 10 ms: shorter rounds would measure the collector more than the guests.
@@ -69,8 +74,9 @@ pub struct CollectSummary {
 }
 
 pub fn run(cli: &Cli, args: &CollectArgs) -> anyhow::Result<()> {
-    let spec = cli.load_config()?.lab;
-    // Bad input first (store, port), then the lab: it must be up to start; later it may come and go.
+    let config = cli.load_config()?;
+    // Bad input first (store, port), then the guests: the lab must be up to start; later guests may
+    // come and go.
     let mut store =
         store::Store::open(&args.db).with_context(|| format!("cannot store samples in {}", args.db.display()))?;
     let exporter = args.listen.map(|_| Exporter::new());
@@ -78,7 +84,8 @@ pub fn run(cli: &Cli, args: &CollectArgs) -> anyhow::Result<()> {
         (Some(addr), Some(e)) => Some(MetricsServer::bind(addr, e.clone())?),
         _ => None,
     };
-    let (_, first) = lab_guests(&spec).context("nothing to collect from")?;
+    let discover = crate::watch::parse_discover(&args.discover).map_err(anyhow::Error::msg)?;
+    let (mut source, first) = crate::watch::source(&config, &discover)?;
     if let Some(s) = &server {
         tracing::info!("serving OpenMetrics at http://{}/metrics", s.local_addr());
     }
@@ -100,7 +107,7 @@ pub fn run(cli: &Cli, args: &CollectArgs) -> anyhow::Result<()> {
         &stop,
         || match first.take() {
             Some(g) => Ok(g),
-            None => current_guests(&spec),
+            None => source.current(),
         },
         |round| {
             store_round(&mut store, round)?;
