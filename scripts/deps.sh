@@ -40,6 +40,9 @@ NEEDS=(
 	"prometheus|prometheus|collect_live scrape test"
 	"chromium|chromium|the HTML report check (bench_live)"
 	"python3|python3|scripts/lab-figures.sh"
+	"virsh|libvirt-clients|the live test on a real host: libvirt guest discovery (virsh -c qemu:///system)"
+	"libvirtd|libvirt-daemon-system|the live test on a real host: the libvirt daemon the discovery asks"
+	"podman|podman|the live test on a real host: container discovery (run with --runtime runc)"
 )
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
