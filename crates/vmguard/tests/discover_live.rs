@@ -310,6 +310,11 @@ fn agent_discovers_libvirt_and_podman_guests_and_names_the_container_as_attacker
         &netns,
         "--cap-add",
         "NET_RAW",
+        // runc cannot raise rlimits here (no CAP_SYS_RESOURCE): ask for what the host gives.
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=4096:4096",
         "--rootfs",
         rootfs.to_str().unwrap(),
         "/bin/sleep",

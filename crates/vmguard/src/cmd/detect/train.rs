@@ -42,7 +42,9 @@ pub fn run(cli: &Cli, a: &TrainArgs) -> anyhow::Result<()> {
     let alert = AlertParams { raise_after: a.raise_after, clear_after: a.clear_after };
     let training = orchestrate::evaluate::train(&data, window_ms, alert).context("training the detector")?;
     for (kind, why) in &training.without_own_model {
-        tracing::warn!("no model of its own for guest kind {kind}: {why}; the generic model serves it");
+        tracing::warn!(
+            "no model of its own for guest kind {kind}: {why}; its guests get the generic model's benign-only novelty check"
+        );
     }
     let model = &training.model;
     let json = serde_json::to_string_pretty(model)?;
