@@ -287,9 +287,18 @@ impl Exporter {
         s.guests.entry(name.into()).or_insert_with(|| GuestSeries { kind, values: BTreeMap::new() }).kind = kind;
     }
 
-    /// Drop a guest and its series.
+    /// Drop a guest and its series (its counters, its source failures, and its rows in the callers'
+    /// families): a guest that is gone leaves nothing behind in /metrics.
     pub fn remove_guest(&self, name: &str) {
         lock(&self.series.0).guests.remove(name);
+        for source in crate::SourceId::ALL {
+            self.metrics
+                .failures
+                .remove(&vec![("guest".into(), name.to_string()), ("source".into(), source.as_str().into())]);
+        }
+        for f in lock(&self.extra.0).iter() {
+            f.remove_where("guest", name);
+        }
     }
 
     /// Take one round's samples; `deltas[i]` is what [`crate::DeltaTracker`] made of `samples[i]`.
@@ -526,8 +535,11 @@ mod tests {
         assert!(text.contains("vmguard_collector_rounds_total 1"));
         assert!(text.contains("vmguard_collector_round_duration_seconds_count 1"));
         assert!(text.trim_end().ends_with("# EOF"));
+        let score = e.family("vmguard_guest_score", "score", FamilyKind::Gauge);
+        score.set(&[("guest", "vm")], 0.5);
         e.remove_guest("vm");
-        assert!(!e.encode().contains("vcpu.exits"));
+        let text = e.encode();
+        assert!(!text.contains("guest=\"vm\""), "a removed guest leaves nothing behind: {text}");
     }
 
     #[test]

@@ -190,7 +190,6 @@ fn domain_xml(kernel: &str, initrd: &str) -> String {
     <emulator>{}</emulator>
     <interface type='ethernet'><target dev='vmgdi-lv0' managed='yes'/><model type='virtio'/></interface>
     <serial type='pty'/>
-    <graphics type='none'/>
   </devices>
 </domain>
 ",
