@@ -33,7 +33,9 @@ pub fn source(config: &Config, discover: &[String]) -> anyhow::Result<(GuestSour
         orchestrate::collect::lab_guests(&config.lab).context("nothing to collect from")?;
         GuestSource::Lab(config.lab.clone())
     } else {
-        let opts = DiscoverOptions { statics: config.guests.clone(), ..DiscoverOptions::default() };
+        let mut opts = DiscoverOptions { statics: config.guests.clone(), ..DiscoverOptions::default() };
+        // The lab's own runc containers are containers like any other.
+        opts.runc_roots.push(lab::victim::container::runc_root(&config.lab));
         GuestSource::Discovered {
             discoverer: Box::new(Discoverer::new(&kinds, opts)),
             lab: with_lab.then(|| config.lab.clone()),

@@ -67,6 +67,33 @@ struct World {
     domain_defined: bool,
     container_made: bool,
     pod_ns: bool,
+    /// The engines' parent cgroups (libvirt's `machine`, Podman's `libpod_parent`) that existed
+    /// before the test: the ones it made them create are removed afterwards.
+    cgroups_before: Vec<PathBuf>,
+}
+
+/// The cgroup directories libvirt and Podman make for their guests, deepest first.
+fn engine_cgroups() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+        out.push(dir.to_path_buf());
+    }
+    let mut out = Vec::new();
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        for parent in ["machine", "machine.slice", "libpod_parent"] {
+            let p = hierarchy.path().join(parent);
+            if p.is_dir() {
+                walk(&p, &mut out);
+            }
+        }
+    }
+    out
 }
 
 impl World {
@@ -109,6 +136,11 @@ impl Drop for World {
         }
         if self.pod_ns {
             let _ = run("ip", &["netns", "del", POD_NS]);
+        }
+        for dir in engine_cgroups() {
+            if !self.cgroups_before.contains(&dir) {
+                let _ = std::fs::remove_dir(&dir); // only empty ones go
+            }
         }
         let o = self.vmguard(&["lab", "down"]);
         if !o.status.success() {
@@ -256,7 +288,15 @@ fn agent_discovers_libvirt_and_podman_guests_and_names_the_container_as_attacker
         ),
     )
     .unwrap();
-    let mut w = World { dir, config, daemons: Vec::new(), domain_defined: false, container_made: false, pod_ns: false };
+    let mut w = World {
+        dir,
+        config,
+        daemons: Vec::new(),
+        domain_defined: false,
+        container_made: false,
+        pod_ns: false,
+        cgroups_before: engine_cgroups(),
+    };
     w.vmguard_ok(&["lab", "up"]);
 
     // A model that knows containers as attackers: a short recording with a zombie flood.
