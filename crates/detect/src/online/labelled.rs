@@ -132,6 +132,69 @@ pub struct PartBReport {
     pub report: crate::AccuracyReport,
 }
 
+/// The model's score on one window of a guest's [`Timeline`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TimelinePoint {
+    pub end_ms: i64,
+    /// [`super::Verdict::score`], in [0, 1].
+    pub score: f64,
+    /// Whether the window alone alarms (score at or above the threshold, or the novelty check).
+    pub alarm: bool,
+}
+
+/// One guest's windows replayed through a model, as the agent would have scored them: the score per
+/// window and the alerts raised and cleared ([`evaluate`] replays the same way).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Timeline {
+    pub mode: ScoreMode,
+    pub threshold: f64,
+    pub clear_threshold: f64,
+    pub points: Vec<TimelinePoint>,
+    pub events: Vec<AlertEvent>,
+}
+
+/// Every window's verdict, with the alert event the window caused.
+struct Replay<'a> {
+    mode: ScoreMode,
+    km: &'a KindModel,
+    windows: Vec<(&'a FeatureWindow, super::Verdict)>,
+    events: Vec<AlertEvent>,
+}
+
+/// Replays one guest's windows through the model's scorer for its kind and the alert state machine;
+/// `None` when the model cannot score the kind.
+fn replay<'a>(model: &'a DetectorModel, g: &'a LabelledGuest) -> Option<Replay<'a>> {
+    let (km, mode) = model.scorer_for(&g.kind)?;
+    let mut st = AlertState::new();
+    let mut windows = Vec::with_capacity(g.windows.len());
+    let mut events = Vec::new();
+    for w in &g.windows {
+        let v = km.verdict_as(mode, &w.values(), 3);
+        if let Some(ev) = st.update(&g.name, w.end_ms, &v, km.clear_threshold, &model.alert) {
+            events.push(ev);
+        }
+        windows.push((w, v));
+    }
+    Some(Replay { mode, km, windows, events })
+}
+
+/// One guest's score per window and its alert events under `model` (pure; the same replay as
+/// [`evaluate`]). `None` when the model cannot score the guest's kind.
+pub fn timeline(model: &DetectorModel, guest: &LabelledGuest) -> Option<Timeline> {
+    let r = replay(model, guest)?;
+    Some(Timeline {
+        mode: r.mode,
+        threshold: r.km.threshold,
+        clear_threshold: r.km.clear_threshold,
+        points: r
+            .windows
+            .iter()
+            .map(|(w, v)| TimelinePoint { end_ms: w.end_ms, score: v.score, alarm: v.alarm })
+            .collect(),
+        events: r.events,
+    })
+}
+
 /// Replays every guest's windows through the model and the alert state machine, as the agent would.
 pub fn evaluate(model: &DetectorModel, guests: &[LabelledGuest]) -> PartBReport {
     let mut truth = Vec::new();
@@ -143,12 +206,9 @@ pub fn evaluate(model: &DetectorModel, guests: &[LabelledGuest]) -> PartBReport 
     let mut modes = BTreeMap::new();
     let ms = |t: i64| t * 1_000_000;
     for g in guests {
-        let Some((km, mode)) = model.scorer_for(&g.kind) else { continue };
+        let Some(Replay { mode, windows, events, .. }) = replay(model, g) else { continue };
         modes.insert(g.kind.clone(), mode);
-        let mut st = AlertState::new();
-        let mut events = Vec::new();
-        for w in &g.windows {
-            let v = km.verdict_as(mode, &w.values(), 3);
+        for (w, v) in &windows {
             let t = g.truth_of(w);
             let p = if v.alarm { Label::Dos } else { Label::Normal };
             if v.by_novelty && t == Some(Label::Dos) {
@@ -161,9 +221,6 @@ pub fn evaluate(model: &DetectorModel, guests: &[LabelledGuest]) -> PartBReport 
                 let entry = by_scn.entry(s.scenario.clone()).or_default();
                 entry.0.push(t);
                 entry.1.push(p);
-            }
-            if let Some(ev) = st.update(&g.name, w.end_ms, &v, km.clear_threshold, &model.alert) {
-                events.push(ev);
             }
         }
         let attacks: Vec<&Span> = g.spans.iter().filter(|s| s.truth.is_attack()).collect();
@@ -291,6 +348,30 @@ mod tests {
         assert_eq!(r.false_alerts, 0);
         assert!(r.metrics.unwrap().accuracy > 0.9);
         assert!(FEATURES.len() > 2);
+
+        // The timeline is the same replay: one point per window, the same alert.
+        let tl = timeline(&t.model, &guests[0]).unwrap();
+        assert_eq!(tl.mode, ScoreMode::Own);
+        assert_eq!(tl.points.len(), guests[0].windows.len());
+        assert!(tl.points.iter().all(|p| (0.0..=1.0).contains(&p.score)));
+        let raised: Vec<i64> = tl
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                AlertEvent::Raised { time_ms, .. } => Some(*time_ms),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(raised.len(), 1, "{:?}", tl.events);
+        assert!((35_000..=45_000).contains(&raised[0]), "{raised:?}");
+        assert_eq!(d.alert_after_s, Some((raised[0] - 35_000) as f64 / 1000.0));
+        assert!(matches!(tl.events.last(), Some(AlertEvent::Cleared { time_ms, .. }) if *time_ms > 80_000));
+        let calm = tl.points.iter().find(|p| p.end_ms == 20_000).unwrap();
+        let flood = tl.points.iter().find(|p| p.end_ms == 60_000).unwrap();
+        assert!(!calm.alarm && flood.alarm && flood.score > calm.score);
+        // A kind the model cannot score has no timeline.
+        let no_generic = DetectorModel { models: vec![], ..t.model.clone() };
+        assert!(timeline(&no_generic, &guests[0]).is_none());
     }
 
     /// Windows every second with rx packet rate `rx(t)` and refused packets (resets sent) `refused(t)`.

@@ -8,7 +8,7 @@
 //!   ([`DetectorModel::scorer_for`], [`ScoreMode`]).
 //! - [`alert`]: the per-guest alert state machine with hysteresis ([`AlertState`]).
 //! - [`labelled`]: training examples, training per guest kind, and replaying labelled windows
-//!   through a model ([`train`], [`evaluate`]).
+//!   through a model ([`train`], [`evaluate`], and one guest's score over time: [`timeline`]).
 //!
 //! The same code path serves training (`detect train` over recorded samples), evaluation and the agent
 //! (one tick per guest per second), so what is measured offline is what runs online.
@@ -23,7 +23,10 @@ pub use features::{
     BASE_COUNTERS, CounterDelta, FEATURES, FeatureDef, FeatureWindow, MIN_ROUND_MS, ROUND_GAP_MS, Tick,
     WindowExtractor, base_index, ticks,
 };
-pub use labelled::{Detection, LabelledGuest, PartBReport, Training, evaluate, train, training_examples};
+pub use labelled::{
+    Detection, LabelledGuest, PartBReport, Timeline, TimelinePoint, Training, evaluate, timeline, train,
+    training_examples,
+};
 pub use model::{
     AlertParams, Class, DetectorModel, Evidence, KindModel, MODEL_VERSION, ModelError, ModelLoadError, Role, ScoreMode,
     TrainParams, TrainSummary, Verdict, direction_role,
