@@ -7,14 +7,57 @@ use std::fmt::Write as _;
 use crate::matrix::{Benchmark, CellRecord, Phase};
 use crate::summary::{self, Row};
 
-/// A plot's series colors (color-blind safe palette).
-const COLORS: [&str; 6] = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"];
+/// A plot's series colors (color-blind safe palette). The one plotting helper set of vmguard's
+/// reports: the `report` crate's timelines use these too.
+pub const COLORS: [&str; 6] = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"];
+
+/// The reports' style sheet: readable on screen and in print, no element wider than the page.
+pub const STYLE: &str = "body{font-family:sans-serif;margin:2em auto;max-width:1100px;padding:0 1em}\
+table{border-collapse:collapse;margin:1em 0;max-width:100%}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}table.facts td{text-align:left}.bad{color:#b00}.note{background:#fff8e0;border-left:4px solid #e69f00;padding:.5em 1em}\
+svg.plot{display:block;margin:1em 0;border:1px solid #eee;max-width:100%;height:auto}code{overflow-wrap:anywhere}\
+@media print{body{margin:0;max-width:none;font-size:10pt}svg.plot,table,figure{break-inside:avoid;page-break-inside:avoid}h2{break-after:avoid}\
+th{background:#eee;-webkit-print-color-adjust:exact;print-color-adjust:exact}svg.plot{print-color-adjust:exact;-webkit-print-color-adjust:exact}}";
 
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// Roughly how wide `text` is in a sans-serif font of `size` px (for layout without a renderer: on
+/// the wide side, so what is laid out never collides).
+pub fn text_width(text: &str, size: f64) -> f64 {
+    text.chars().count() as f64 * size * 0.6
+}
+
+/// `text` cut to `max` characters with an ellipsis.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    text.chars().take(max.saturating_sub(1)).collect::<String>() + "…"
+}
+
+/// A legend row by row: each entry `(x, y)` of its swatch, wrapping before `max_x`. Returns the
+/// positions and the height used.
+pub fn legend_layout(names: &[String], x0: f64, y0: f64, max_x: f64, size: f64) -> (Vec<(f64, f64)>, f64) {
+    let (mut x, mut y) = (x0, y0);
+    let mut out = Vec::new();
+    for n in names {
+        let w = 16.0 + text_width(n, size) + 18.0;
+        if x > x0 && x + w > max_x {
+            x = x0;
+            y += size + 8.0;
+        }
+        out.push((x, y));
+        x += w;
+    }
+    let used = if names.is_empty() { 0.0 } else { y - y0 + size + 8.0 };
+    (out, used)
+}
+
 /// A grouped bar chart: one group per category, one bar per series. `None` values leave a gap.
+/// Category labels that do not fit their group are turned (and cut past 28 characters, the whole
+/// name in the tooltip), and the legend wraps, so no two labels overlap.
 pub fn bar_chart(
     id: &str,
     title: &str,
@@ -22,8 +65,35 @@ pub fn bar_chart(
     categories: &[String],
     series: &[(String, Vec<Option<f64>>)],
 ) -> String {
-    let (w, h) = (760.0, 340.0);
-    let (left, right, top, bottom) = (70.0, 20.0, 40.0, 70.0);
+    let w = 760.0;
+    let (mut left, right, top) = (70.0, 20.0, 40.0);
+    let plot_h = 230.0;
+    let n_cat = categories.len().max(1) as f64;
+    let mut group_w = (w - left - right) / n_cat;
+    let labels: Vec<String> = categories.iter().map(|c| shorten(c, 28)).collect();
+    let widest = labels.iter().map(|l| text_width(l, 11.0)).fold(0.0, f64::max);
+    // Horizontal if every label fits its group; else turned by 35° (lines 13 px apart need groups
+    // of 13 / sin 35° = 23 px), or upright for narrower groups.
+    let angle: f64 = if widest <= group_w * 0.95 {
+        0.0
+    } else if group_w * 35f64.to_radians().sin() >= 14.0 {
+        35.0
+    } else {
+        90.0
+    };
+    if angle == 35.0 {
+        // The first turned label reaches left of its group: make room so it is not cut off.
+        let reach = widest * angle.to_radians().cos() + 6.0 - group_w * 0.5;
+        if reach > left {
+            left = reach.min(w / 2.0);
+            group_w = (w - left - right) / n_cat;
+        }
+    }
+    let label_h = if angle == 0.0 { 22.0 } else { widest * angle.to_radians().sin() + 20.0 };
+    let names: Vec<String> = series.iter().map(|(n, _)| n.clone()).collect();
+    let legend_top = top + plot_h + label_h + 8.0;
+    let (legend, legend_h) = legend_layout(&names, left, legend_top, w - right, 12.0);
+    let h = (legend_top + legend_h + 6.0).ceil();
     let values = series.iter().flat_map(|(_, v)| v.iter().flatten().copied()).filter(|v| v.is_finite());
     let (mut lo, mut hi) = values.fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if hi - lo < 1e-9 {
@@ -34,7 +104,6 @@ pub fn bar_chart(
     if lo < 0.0 {
         lo -= pad;
     }
-    let plot_h = h - top - bottom;
     let y = |v: f64| top + plot_h * (hi - v) / (hi - lo);
     let mut s = String::new();
     let _ = write!(
@@ -64,8 +133,6 @@ pub fn bar_chart(
         my = top + plot_h / 2.0,
         u = escape(unit)
     );
-    let n_cat = categories.len().max(1) as f64;
-    let group_w = (w - left - right) / n_cat;
     let bar_w = (group_w * 0.8) / series.len().max(1) as f64;
     for (ci, cat) in categories.iter().enumerate() {
         let gx = left + group_w * ci as f64 + group_w * 0.1;
@@ -89,23 +156,31 @@ pub fn bar_chart(
                 u = escape(unit)
             );
         }
-        let _ = write!(
-            s,
-            r#"<text x="{x:.1}" y="{ty}" text-anchor="middle" font-size="11" font-family="sans-serif">{c}</text>"#,
-            x = gx + group_w * 0.4,
-            ty = h - bottom + 16.0,
-            c = escape(cat)
-        );
+        let (lx, ly) = (gx + group_w * 0.4, top + plot_h + 16.0);
+        if angle == 0.0 {
+            let _ = write!(
+                s,
+                r#"<text class="xlabel" x="{lx:.1}" y="{ly}" text-anchor="middle" font-size="11" font-family="sans-serif"><title>{c}</title>{l}</text>"#,
+                c = escape(cat),
+                l = escape(&labels[ci])
+            );
+        } else {
+            let _ = write!(
+                s,
+                r#"<text class="xlabel" x="{lx:.1}" y="{ly}" text-anchor="end" font-size="11" font-family="sans-serif" transform="rotate(-{angle} {lx:.1} {ly})"><title>{c}</title>{l}</text>"#,
+                c = escape(cat),
+                l = escape(&labels[ci])
+            );
+        }
     }
     for (si, (name, _)) in series.iter().enumerate() {
-        let lx = left + 150.0 * si as f64;
-        let ly = h - 22.0;
+        let (lx, ly) = legend[si];
         let _ = write!(
             s,
-            r#"<rect x="{lx}" y="{ry}" width="12" height="12" fill="{c}"/><text x="{tx}" y="{ly}" font-size="12" font-family="sans-serif">{n}</text>"#,
-            ry = ly - 10.0,
+            r#"<rect x="{lx:.1}" y="{ly:.1}" width="12" height="12" fill="{c}"/><text x="{tx:.1}" y="{ty:.1}" font-size="12" font-family="sans-serif">{n}</text>"#,
             c = COLORS[si % COLORS.len()],
             tx = lx + 16.0,
+            ty = ly + 10.0,
             n = escape(name)
         );
     }
@@ -113,7 +188,8 @@ pub fn bar_chart(
     s
 }
 
-fn fmt_num(v: f64) -> String {
+/// A number for people: no decimals from 1000 up, one from 10, two below.
+pub fn fmt_num(v: f64) -> String {
     let a = v.abs();
     if a >= 1000.0 {
         format!("{v:.0}")
@@ -139,20 +215,28 @@ pub struct RunInfo {
 
 /// The whole report as one HTML document.
 pub fn html(info: &RunInfo, records: &[CellRecord]) -> String {
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>vmguard bench {id}</title><style>{STYLE}</style></head><body><h1>vmguard benchmark report</h1>{body}</body></html>\n",
+        id = escape(&info.run_id),
+        body = section(info, records)
+    )
+}
+
+/// The benchmark part of a report (no document around it): the run's facts, the plots and tables.
+/// Element ids: `degradation-N`, `cpu-under-attack`, `profiling`, `bench-cells`.
+pub fn section(info: &RunInfo, records: &[CellRecord]) -> String {
     let rows = summary::rows(records);
     let cpu = summary::cpu_table(records);
     let prof = summary::profile_table(records);
     let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>vmguard bench {id}</title><style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}.bad{{color:#b00}}svg.plot{{display:block;margin:1em 0;border:1px solid #eee}}</style></head><body><h1>vmguard benchmark report</h1><p>run <code>{id}</code>, started {st}</p><ul>",
-        id = escape(&info.run_id),
-        st = escape(&info.started)
-    );
-    for (k, v) in &info.facts {
-        let _ = write!(h, "<li><b>{}</b>: {}</li>", escape(k), escape(v));
+    let _ = write!(h, "<p>run <code>{}</code>, started {}</p>", escape(&info.run_id), escape(&info.started));
+    if !info.facts.is_empty() {
+        h.push_str("<table class=\"facts\">");
+        for (k, v) in &info.facts {
+            let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v));
+        }
+        h.push_str("</table>");
     }
-    h.push_str("</ul>");
 
     // Degradation per victim kind and benchmark.
     let benches: Vec<Benchmark> = {
@@ -296,7 +380,7 @@ pub fn html(info: &RunInfo, records: &[CellRecord]) -> String {
     h.push_str("</table>");
 
     // Every cell group.
-    h.push_str("<h2>All cells</h2><table><tr><th>victim</th><th>benchmark</th><th>settings</th><th>metric</th><th>idle median [min–max]</th><th>attack median [min–max]</th><th>degradation</th><th>failed</th></tr>");
+    h.push_str("<h2>All cells</h2><table id=\"bench-cells\"><tr><th>victim</th><th>benchmark</th><th>settings</th><th>metric</th><th>idle median [min–max]</th><th>attack median [min–max]</th><th>degradation</th><th>failed</th></tr>");
     for r in &rows {
         let spread = |s: Option<summary::Spread>| {
             s.map(|s| format!("{} [{}–{}] n={}", fmt_num(s.median), fmt_num(s.min), fmt_num(s.max), s.n))
@@ -333,7 +417,6 @@ pub fn html(info: &RunInfo, records: &[CellRecord]) -> String {
         }
         h.push_str("</ul>");
     }
-    h.push_str("</body></html>\n");
     h
 }
 
@@ -361,6 +444,25 @@ mod tests {
         assert!(h.matches("class=\"bar\"").count() >= 10);
         assert!(h.contains("&lt;x&gt;"), "escaped");
         assert!(h.contains("Failed cells") && h.contains("no space"));
+    }
+
+    #[test]
+    fn long_labels_are_turned_and_the_legend_wraps() {
+        let cats: Vec<String> = (0..6).map(|i| format!("victim processes: a long counter name {i} (host)")).collect();
+        let series: Vec<(String, Vec<Option<f64>>)> =
+            (0..4).map(|i| (format!("a long series name number {i}"), vec![Some(1.0); 6])).collect();
+        let s = bar_chart("x", "t", "u", &cats, &series);
+        assert_eq!(s.matches("rotate(-35").count(), 6, "every category label is turned");
+        assert!(s.contains("…"), "labels past 28 characters are cut");
+        let (pos, h) =
+            legend_layout(&series.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), 70.0, 0.0, 740.0, 12.0);
+        assert!(h > 20.0 && pos.iter().any(|p| p.1 > 0.0), "the legend wraps: {pos:?}");
+        for w in pos.windows(2).filter(|w| w[0].1 == w[1].1) {
+            assert!(w[1].0 - w[0].0 >= 16.0 + text_width("a long series name number 0", 12.0), "{pos:?}");
+        }
+        // Short labels stay horizontal.
+        let s = bar_chart("x", "t", "u", &["a".into(), "b".into()], &series);
+        assert!(!s.contains("rotate(-35") && s.contains("class=\"xlabel\""));
     }
 
     #[test]
