@@ -13,10 +13,10 @@ pub const COLORS: [&str; 6] = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B
 
 /// The reports' style sheet: readable on screen and in print, no element wider than the page.
 pub const STYLE: &str = "body{font-family:sans-serif;margin:2em auto;max-width:1100px;padding:0 1em}\
-table{border-collapse:collapse;margin:1em 0;max-width:100%}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
+table{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}table.facts td{text-align:left}.bad{color:#b00}.note{background:#fff8e0;border-left:4px solid #e69f00;padding:.5em 1em}\
-svg.plot{display:block;margin:1em 0;border:1px solid #eee;max-width:100%;height:auto}code{overflow-wrap:anywhere}\
-@media print{body{margin:0;max-width:none;font-size:10pt}svg.plot,table,figure{break-inside:avoid;page-break-inside:avoid}h2{break-after:avoid}\
+svg.plot{display:block;margin:1em 0;border:1px solid #eee;box-sizing:border-box;max-width:100%;height:auto}code{overflow-wrap:anywhere}\
+@media print{body{margin:0;padding:0;max-width:none;font-size:10pt}table{font-size:8pt;display:table;overflow:visible}td,th{padding:1px 4px;overflow-wrap:break-word}svg.plot,table,figure{break-inside:avoid;page-break-inside:avoid}h2{break-after:avoid}\
 th{background:#eee;-webkit-print-color-adjust:exact;print-color-adjust:exact}svg.plot{print-color-adjust:exact;-webkit-print-color-adjust:exact}}";
 
 pub fn escape(s: &str) -> String {
