@@ -1,18 +1,19 @@
-//! `vmguard report`: the HTML report of a benchmark run from the store.
+//! `vmguard report`: one HTML file from the store: the benchmark run, the seed-004 table, Part B's
+//! figures (with `--model`) and a detection timeline per guest and scenario (the `report` crate).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use bench::CellRecord;
-use bench::report::RunInfo;
+use orchestrate::dataset::Selection;
 
 use crate::Cli;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// The store `vmguard bench` wrote.
-    #[arg(long, default_value = "vmguard.db")]
+    /// The store `vmguard bench` and `vmguard record` wrote.
+    #[arg(long, env = "VMGUARD_STORE", default_value = "vmguard.db")]
     pub db: PathBuf,
     /// Where to write the HTML report.
     #[arg(long, default_value = "report.html")]
@@ -20,62 +21,50 @@ pub struct ReportArgs {
     /// Which benchmark run (default: the latest).
     #[arg(long)]
     pub run: Option<String>,
+    /// vmguard's detector (from `detect train`): Part B's figures and the score lines of the timelines.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Only these recorded scenarios (comma-separated; a trailing * matches a prefix). Default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
+    /// Never these scenarios.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Window lengths of the seed-004 table.
+    #[arg(long, value_delimiter = ',', default_value = "5s,10s,30s,2m", value_parser = units::parse_duration)]
+    pub windows: Vec<Duration>,
 }
 
 pub fn run(cli: &Cli, args: &ReportArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.db.exists(),
-        "no store at {}: run `vmguard bench --db {}` first",
+        "no store at {}: run `vmguard bench --db {}` or `vmguard record` first",
         args.db.display(),
         args.db.display()
     );
     let store = store::Store::open(&args.db).with_context(|| format!("opening the store {}", args.db.display()))?;
-    let runs: Vec<_> = store.runs()?.into_iter().filter(|(_, _, meta)| meta["kind"] == "bench").collect();
-    let (run_id, started_ns, meta) = match &args.run {
-        Some(id) => runs
-            .into_iter()
-            .find(|(r, _, _)| r == id)
-            .with_context(|| format!("no benchmark run `{id}` in {}", args.db.display()))?,
-        None => runs
-            .into_iter()
-            .next_back()
-            .with_context(|| format!("no benchmark run in {}: run `vmguard bench` first", args.db.display()))?,
+    let model = match &args.model {
+        Some(p) => Some((p.display().to_string(), orchestrate::agent::load_model(p)?)),
+        None => None,
     };
-    let results = store.bench_results(&run_id)?;
-    let mut records: Vec<CellRecord> = Vec::new();
-    let mut unreadable = 0;
-    for r in &results {
-        match serde_json::from_value::<CellRecord>(r.figures.clone()) {
-            Ok(rec) => records.push(rec),
-            Err(_) => unreadable += 1,
-        }
-    }
-    // The store returns cells by name; show them in matrix order.
-    records.sort_by_key(|r| {
-        (r.cell.victim, r.cell.backend, !r.cell.syncookies, r.cell.benchmark, r.cell.rep, r.cell.phase)
-    });
-    anyhow::ensure!(!records.is_empty(), "run {run_id} has no readable results ({unreadable} unreadable)");
-    let elapsed = records.iter().map(|r| r.elapsed_secs).sum::<f64>();
-    let mut facts = vec![
-        ("cells".to_string(), format!("{} ({} failed)", records.len(), records.iter().filter(|r| !r.ok).count())),
-        ("time in cells".to_string(), format!("{elapsed:.0} s")),
-    ];
-    for key in ["lab", "host_kernel", "host_cpus", "accelerators", "vhost_net"] {
-        if let Some(v) = meta.get(key) {
-            facts.push((key.replace('_', " "), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
-        }
-    }
-    if let Some(m) = meta.get("matrix") {
-        facts.push(("matrix".into(), m.to_string()));
-    }
-    let info = RunInfo { run_id: run_id.clone(), started: format!("{} (unix ms)", started_ns / 1_000_000), facts };
-    let html = bench::report::html(&info, &records);
-    std::fs::write(&args.out, &html).with_context(|| format!("writing {}", args.out.display()))?;
+    let opts = report::Options {
+        run: args.run.clone(),
+        model,
+        selection: Selection { include: args.scenarios.clone(), exclude: args.exclude.clone() },
+        windows_ms: args.windows.iter().map(|w| w.as_millis() as u64).collect(),
+        ..report::Options::default()
+    };
+    let r = report::render(&store, &opts)?;
+    std::fs::write(&args.out, &r.html).with_context(|| format!("writing {}", args.out.display()))?;
     if cli.json {
-        return output::json(
-            &serde_json::json!({"run_id": run_id, "out": args.out, "cells": records.len(), "bytes": html.len()}),
-        );
+        return output::json(&serde_json::json!({
+            "run_id": r.run_id, "out": args.out, "cells": r.cells, "scenarios": r.scenarios,
+            "timelines": r.timelines, "bytes": r.html.len(),
+        }));
     }
-    println!("wrote {} (run {run_id}, {} cells)", args.out.display(), records.len());
+    let bench = r.run_id.as_ref().map_or("no benchmark run".to_string(), |id| format!("run {id}, {} cells", r.cells));
+    println!("wrote {} ({bench}; {} timelines of scenarios {})", args.out.display(), r.timelines, {
+        if r.scenarios.is_empty() { "none".to_string() } else { r.scenarios.join(", ") }
+    });
     Ok(())
 }
