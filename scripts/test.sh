@@ -24,6 +24,7 @@ has() { command -v "$1" >/dev/null 2>&1; }
 TEST_GROUPS=(
 	"live|binary(/_live\$/)|is_root|needs root: it builds network namespaces, taps, cgroups, runc containers, a qemu guest, raw sockets"
 	"promtool|binary(=detect_cli) & test(/promtool/)|has promtool|needs promtool (Debian package prometheus; \`make deps\` as root installs it)"
+	"chromium|binary(=report_cli) & test(/chromium/)|has chromium|needs chromium (Debian package chromium; \`make deps\` as root installs it)"
 )
 
 if ! $CARGO nextest --version >/dev/null 2>&1; then
