@@ -149,8 +149,10 @@ pub fn svg(id: &str, t: &GuestTimeline) -> String {
     }
     // Rates, log scale.
     let max_rate = t.rates.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(1.0f64, f64::max);
-    let decades = (max_rate + 1.0).log10().ceil().max(1.0);
-    let ry = |v: f64| rate_p.0 + rate_p.1 * (1.0 - (v.max(0.0) + 1.0).log10() / decades);
+    let decades = max_rate.log10().ceil().max(1.0);
+    // log10(v + 1), so 0 has a place; the top decade sits on the panel's top.
+    let top_log = (10f64.powf(decades) + 1.0).log10();
+    let ry = |v: f64| rate_p.0 + rate_p.1 * (1.0 - (v.max(0.0) + 1.0).log10() / top_log);
     panel_frame(&mut s, rate_p, "per second (log)");
     // 0 and every decade from 10 up (1 would sit on top of 0).
     for d in std::iter::once(-1).chain(1..=decades as i32) {
@@ -240,6 +242,28 @@ pub fn svg(id: &str, t: &GuestTimeline) -> String {
                 r##"<line class="{cls}" x1="{xx:.1}" x2="{xx:.1}" y1="{top0}" y2="{plot_bottom}" stroke="{color}" stroke-width="2"{dash}><title>{what} at {sec:.0} s</title></line><path d="M{xx:.1} {top0} l-5 -8 h10 z" fill="{color}"/>"##,
                 xx = x(tm),
                 sec = (tm - t.start_ms) as f64 / 1000.0,
+            );
+        }
+    }
+    // An alert still raised at the right edge: when it cleared.
+    if let (Some(tl), Some(p)) = (&t.score, score_p) {
+        let last = tl.events.iter().rev().find(|e| event_ms(e) <= t.end_ms);
+        if let Some(AlertEvent::Raised { .. }) = last {
+            let cleared = tl.events.iter().find_map(|e| match e {
+                AlertEvent::Cleared { time_ms, .. } if *time_ms > t.end_ms => Some(*time_ms),
+                _ => None,
+            });
+            let what = match cleared {
+                Some(c) => {
+                    format!("alert still raised at the end: cleared {:.0} s later", (c - t.end_ms) as f64 / 1000.0)
+                }
+                None => "alert still raised at the end of the recording".to_string(),
+            };
+            let _ = write!(
+                s,
+                r#"<text class="still-raised" x="{x}" y="{y}" text-anchor="end" font-size="11" font-family="sans-serif" fill="{RAISED}">{what}</text>"#,
+                x = W - RIGHT - 4.0,
+                y = p.0 - 4.0,
             );
         }
     }
@@ -350,5 +374,11 @@ fn si(v: f64) -> String {
         v if v >= 1e6 => format!("{}M", v / 1e6),
         v if v >= 1e3 => format!("{}k", v / 1e3),
         v => format!("{v}"),
+    }
+}
+
+fn event_ms(e: &AlertEvent) -> i64 {
+    match e {
+        AlertEvent::Raised { time_ms, .. } | AlertEvent::Cleared { time_ms, .. } => *time_ms,
     }
 }
