@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use exec::Cmd;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_vmguard");
 const PREFIX: &str = "vmgb";
 
@@ -116,24 +118,7 @@ fn quick_matrix_covers_every_cell_and_the_report_renders() {
 
     let html = lab.dir.path().join("report.html");
     lab.vmguard(&["report", "--db", db_arg, "--out", html.to_str().unwrap()]).run().expect("vmguard report");
-    let profile = lab.dir.path().join("chromium-profile");
-    let dom = Cmd::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", html.display()))
-        .timeout(Duration::from_secs(120))
-        .run()
-        .expect("headless chromium renders the report");
-    let dom = dom.stdout;
+    let dom = common::headless(lab.dir.path(), &html, &["--dump-dom"]);
     assert!(dom.matches("<svg").count() >= 3, "degradation, CPU and profiling plots in the DOM");
     assert!(
         dom.contains("id=\"degradation-0\"")

@@ -1,29 +1,10 @@
 //! `vmguard detect fit|eval|train` driven through the real binary on small files (no root, no lab).
 
 use std::path::Path;
-use std::process::{Command, Output};
-use std::sync::Arc;
+use std::process::Command;
 
-use telemetry::{GuestInfo, GuestKind, Kind, Sample, SourceId};
-
-/// A scratch directory of this test's, removed when dropped.
-fn temp_dir(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("vmguard-detect-cli-{tag}-")).tempdir().unwrap()
-}
-
-fn vmguard(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmguard"))
-        .args(["--config", dir.join("none.toml").to_str().unwrap()])
-        .args(args)
-        .env_remove("VMGUARD_STORE")
-        .env_remove("VMGUARD_CONFIG")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
+mod common;
+use common::{record, temp_dir, text, vmguard};
 
 const WINDOWS: &str = "guest,window_start,event_channel_op,grant_table_op,mmuext_op,hvm_op,vcpu_op,label
 vm1,0,10,12,3,0,5,normal
@@ -113,74 +94,10 @@ fn bad_input_names_row_and_column() {
     assert!(!o.status.success() && stderr.starts_with("error: ") && !stderr.contains("panicked"), "{stderr}");
 }
 
-/// A synthetic recording: a container guest, 1 s samples of netdev and SNMP counters, a flood from
-/// second 60 to 120 and a benign bulk transfer from 150 to 210.
+/// A store holding one synthetic recording ([`common::record`]).
 fn synthetic_store(path: &Path, scenario: &str, flood_pps: f64, t0: i64) {
     let mut st = store::Store::open(path).unwrap();
-    for (name, kind) in [("ct", GuestKind::Container), ("van", GuestKind::Vanilla)] {
-        st.put_guest(&GuestInfo::new(name, kind)).unwrap();
-        let g: Arc<str> = name.into();
-        let mut tot = [0u64; 8];
-        let mut samples = Vec::new();
-        for s in 0..240i64 {
-            let t = t0 + s * 1_000_000_000;
-            // The sample at s counts (s - 1, s]: the flood runs over seconds 60..120.
-            let attack = name == "ct" && (61..=120).contains(&s);
-            let bulk = (151..=210).contains(&s);
-            let wob = (s % 5) as u64;
-            // host rx = guest tx, host tx = guest rx
-            let (gtx, grx, gtxb, grxb) = if attack {
-                (flood_pps as u64, flood_pps as u64 + 5, flood_pps as u64 * 58, flood_pps as u64 * 60)
-            } else if bulk {
-                (3000 + wob, 6000 + wob, 3000 * 66, 6000 * 1450)
-            } else {
-                (10 + wob, 12 + wob, 10 * 200, 12 * 300)
-            };
-            let inc = [
-                gtx,
-                gtxb,
-                grx,
-                grxb,
-                if attack { flood_pps as u64 } else { 0 },
-                grx,
-                gtx,
-                if attack { 300 } else { 1 },
-            ];
-            for (a, b) in tot.iter_mut().zip(inc) {
-                *a += b;
-            }
-            let names = [
-                (SourceId::Netdev, "rx_packets"),
-                (SourceId::Netdev, "rx_bytes"),
-                (SourceId::Netdev, "tx_packets"),
-                (SourceId::Netdev, "tx_bytes"),
-                (SourceId::Snmp, "TcpExt.SyncookiesSent"),
-                (SourceId::Snmp, "Tcp.InSegs"),
-                (SourceId::Snmp, "Tcp.OutSegs"),
-                (SourceId::Snmp, "TcpExt.ListenDrops"),
-            ];
-            for ((src, c), v) in names.iter().zip(tot) {
-                samples.push(Sample {
-                    time_ns: t,
-                    guest: Arc::clone(&g),
-                    source: *src,
-                    counter: (*c).into(),
-                    value: v,
-                    kind: Kind::Counter,
-                });
-            }
-        }
-        st.append(&samples).unwrap();
-        let label = |a: i64, b: i64, l: &str| store::Label {
-            guest: name.into(),
-            start_ns: t0 + a * 1_000_000_000,
-            end_ns: t0 + b * 1_000_000_000,
-            label: l.into(),
-            scenario: scenario.into(),
-        };
-        let attack = if name == "ct" { "attack-victim" } else { "normal" };
-        st.add_labels(&[label(2, 60, "normal"), label(60, 120, attack), label(120, 238, "normal")]).unwrap();
-    }
+    record(&mut st, scenario, flood_pps as u64, t0);
 }
 
 #[test]

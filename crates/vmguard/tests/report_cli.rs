@@ -6,117 +6,11 @@
 //! (and keeps the report beside it, `/tmp/report.html`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Arc;
 
 use bench::{Benchmark, CellRecord, MatrixSpec, Phase};
-use telemetry::{GuestInfo, GuestKind, Kind, Sample, SourceId};
 
-fn temp_dir(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("vmguard-report-cli-{tag}-")).tempdir().unwrap()
-}
-
-fn vmguard(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmguard"))
-        .args(["--config", dir.join("none.toml").to_str().unwrap()])
-        .args(args)
-        .env_remove("VMGUARD_STORE")
-        .env_remove("VMGUARD_CONFIG")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
-
-/// A synthetic recording of scenario `scenario` from `t0`: a container `ct` flooded over seconds
-/// 60..120 and a vanilla `van` that stays benign; both carry a benign bulk transfer over 150..210, and
-/// the container a phase whose workload failed (unknown) over 215..230. 1 s samples of netdev, SNMP
-/// and process CPU counters.
-fn record(st: &mut store::Store, scenario: &str, flood_pps: u64, t0: i64) {
-    for (name, kind) in [("ct", GuestKind::Container), ("van", GuestKind::Vanilla)] {
-        st.put_guest(&GuestInfo::new(name, kind)).unwrap();
-        let g: Arc<str> = name.into();
-        let mut tot = [0u64; 9];
-        let mut samples = Vec::new();
-        for s in 0..240i64 {
-            let t = t0 + s * 1_000_000_000;
-            // The sample at s counts (s - 1, s]: the flood runs over seconds 60..120.
-            let attack = name == "ct" && (61..=120).contains(&s);
-            let bulk = (151..=210).contains(&s);
-            let wob = (s % 5) as u64;
-            // host rx = guest tx, host tx = guest rx
-            let (gtx, grx, gtxb, grxb) = if attack {
-                (flood_pps, flood_pps + 5, flood_pps * 58, flood_pps * 60)
-            } else if bulk {
-                (3000 + wob, 6000 + wob, 3000 * 66, 6000 * 1450)
-            } else {
-                (10 + wob, 12 + wob, 10 * 200, 12 * 300)
-            };
-            let cpu_ns = if attack {
-                450_000_000
-            } else if bulk {
-                300_000_000
-            } else {
-                20_000_000 + wob * 1_000_000
-            };
-            let inc = [
-                gtx,
-                gtxb,
-                grx,
-                grxb,
-                if attack { flood_pps } else { 0 },
-                grx,
-                gtx,
-                u64::from(attack) * 299 + 1,
-                cpu_ns,
-            ];
-            for (a, b) in tot.iter_mut().zip(inc) {
-                *a += b;
-            }
-            let names = [
-                (SourceId::Netdev, "rx_packets"),
-                (SourceId::Netdev, "rx_bytes"),
-                (SourceId::Netdev, "tx_packets"),
-                (SourceId::Netdev, "tx_bytes"),
-                (SourceId::Snmp, "TcpExt.SyncookiesSent"),
-                (SourceId::Snmp, "Tcp.InSegs"),
-                (SourceId::Snmp, "Tcp.OutSegs"),
-                (SourceId::Snmp, "TcpExt.ListenDrops"),
-                (SourceId::Process, "cpu_ns"),
-            ];
-            for ((src, c), v) in names.iter().zip(tot) {
-                samples.push(Sample {
-                    time_ns: t,
-                    guest: Arc::clone(&g),
-                    source: *src,
-                    counter: (*c).into(),
-                    value: v,
-                    kind: Kind::Counter,
-                });
-            }
-        }
-        st.append(&samples).unwrap();
-        let label = |a: i64, b: i64, l: &str| store::Label {
-            guest: name.into(),
-            start_ns: t0 + a * 1_000_000_000,
-            end_ns: t0 + b * 1_000_000_000,
-            label: l.into(),
-            scenario: scenario.into(),
-        };
-        let attack = if name == "ct" { "attack-victim" } else { "normal" };
-        let failed = if name == "ct" { "unknown" } else { "normal" };
-        st.add_labels(&[
-            label(2, 60, "normal"),
-            label(60, 120, attack),
-            label(120, 215, "normal"),
-            label(215, 230, failed),
-            label(230, 238, "normal"),
-        ])
-        .unwrap();
-    }
-}
+mod common;
+use common::{headless, record, temp_dir, text, vmguard};
 
 /// A benchmark run: the quick matrix's idle-CPU and web cells, the qemu victim hit hardest.
 fn bench_run(st: &mut store::Store, started_ns: i64) {
@@ -188,44 +82,6 @@ fn full_store(dir: &Path) -> (PathBuf, PathBuf) {
     let model = dir.join("model.json");
     std::fs::write(&model, serde_json::to_string(&training.model).unwrap()).unwrap();
     (db, model)
-}
-
-fn chromium() -> PathBuf {
-    match exec::which("chromium") {
-        Some(p) => p,
-        None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("chromium is missing (Debian package chromium): `make deps` installs it")
-        }
-        None => panic!(
-            "NOT RUN: chromium is not installed (Debian package chromium, `make deps` as root); this test did not run, \
-             so it fails rather than pass (`make test` leaves it out when chromium is missing and lists it)"
-        ),
-    }
-}
-
-/// Headless Chromium on a file: `extra` is `--dump-dom` or `--screenshot=...`; stdout returned.
-fn headless(dir: &Path, html: &Path, extra: &[&str]) -> String {
-    let profile = dir.join("chromium-profile");
-    let o = Command::new("timeout")
-        .arg("120")
-        .arg(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&o);
-    assert!(o.status.success(), "chromium failed: {stderr}");
-    stdout
 }
 
 #[test]
