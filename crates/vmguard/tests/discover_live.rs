@@ -400,6 +400,11 @@ fn agent_discovers_libvirt_and_podman_guests_and_names_the_container_as_attacker
             && discovered_name(m, CONTAINER).is_some_and(|g| has_guest(m, &g, "container"))
     });
     let m = scrape(&addr);
+    // The lab's own qemu, a plain qemu process to discovery (`-name vmgdi-vm`, its tap, its QMP).
+    assert!(
+        discovered_name(&m, &format!("{PREFIX}-vm")).is_some_and(|g| has_guest(&m, &g, "qemu")),
+        "the lab's qemu process is found by `qemu` discovery:\n{m}"
+    );
     let domain_guest = discovered_name(&m, DOMAIN).unwrap();
     let pod_guest = discovered_name(&m, CONTAINER).unwrap();
     wait_metrics(&addr, "three sources per discovered guest", 30, |m| {

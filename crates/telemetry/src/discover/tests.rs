@@ -319,16 +319,3 @@ proptest! {
         }
     }
 }
-
-/// Manual check against a real qemu: `VMGUARD_QEMU_PID=PID cargo test -p telemetry -- --ignored hand_started`.
-#[test]
-#[ignore = "needs a qemu started by hand (VMGUARD_QEMU_PID)"]
-fn hand_started_qemu_is_found() {
-    let pid: u32 = std::env::var("VMGUARD_QEMU_PID").unwrap().parse().unwrap();
-    let mut d = Discoverer::new(&[DiscoverKind::Qemu, DiscoverKind::Containers], DiscoverOptions::default());
-    let found = d.discover();
-    eprintln!("{:#?}", found);
-    let g = found.guests.iter().find(|g| g.pid == Some(pid)).expect("the qemu is found");
-    assert_eq!(g.kind, GuestKind::Qemu);
-    assert!(g.qmp_socket.is_some());
-}
