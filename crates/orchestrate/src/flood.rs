@@ -21,7 +21,7 @@ use crate::scenario::FloodTool;
 
 /// Where a flood comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "String", from = "String")]
+#[serde(into = "String", try_from = "String")]
 pub enum Sender {
     /// The attacker host, over its shaped link.
     Attacker,
@@ -55,9 +55,10 @@ impl std::str::FromStr for Sender {
     }
 }
 
-impl From<String> for Sender {
-    fn from(s: String) -> Sender {
-        s.parse().unwrap_or(Sender::Guest(s))
+impl TryFrom<String> for Sender {
+    type Error = String;
+    fn try_from(s: String) -> Result<Sender, String> {
+        s.parse()
     }
 }
 
