@@ -1,5 +1,6 @@
-//! Fits K-means or EM on a windows CSV and writes one cluster id per row: the timing half of
-//! `scripts/detect-vs-sklearn.sh`, and a preview of `vmguard detect fit`.
+//! Fits K-means or EM on a windows CSV and writes one cluster id per row, with the detect crate
+//! alone (no CLI): a quick way to try the library. `scripts/detect-vs-sklearn.sh` times the real
+//! `vmguard detect fit` instead.
 //!
 //! ```text
 //! cargo run --release -p detect --example fit_csv -- --input windows.csv --method kmeans|em \
