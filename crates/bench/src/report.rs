@@ -55,6 +55,16 @@ pub fn legend_layout(names: &[String], x0: f64, y0: f64, max_x: f64, size: f64) 
     (out, used)
 }
 
+/// A horizontal grid line across a plot from `x1` to `x2` at `y`, with its value `label` left of it.
+pub fn y_gridline(s: &mut String, x1: f64, x2: f64, y: f64, label: &str, font_size: u32) {
+    let _ = write!(
+        s,
+        r##"<line x1="{x1}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end" font-size="{font_size}" font-family="sans-serif">{label}</text>"##,
+        tx = x1 - 6.0,
+        ty = y + f64::from(font_size) * 0.35,
+    );
+}
+
 /// A grouped bar chart: one group per category, one bar per series. `None` values leave a gap.
 /// Category labels that do not fit their group are turned (and cut past 28 characters, the whole
 /// name in the tooltip), and the legend wraps, so no two labels overlap.
@@ -115,15 +125,7 @@ pub fn bar_chart(
     // Axis with five ticks.
     for i in 0..=5 {
         let v = lo + (hi - lo) * f64::from(i) / 5.0;
-        let yy = y(v);
-        let _ = write!(
-            s,
-            r##"<line x1="{left}" x2="{x2}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end" font-size="11" font-family="sans-serif">{v}</text>"##,
-            x2 = w - right,
-            tx = left - 6.0,
-            ty = yy + 4.0,
-            v = fmt_num(v)
-        );
+        y_gridline(&mut s, left, w - right, y(v), &fmt_num(v), 11);
     }
     let _ = write!(
         s,

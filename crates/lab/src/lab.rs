@@ -339,7 +339,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// Make the gateway drop forwarded packets (`true`) or forward them again.
 pub fn gateway_drop(spec: &LabSpec, drop: bool) -> Result<(), LabError> {
     require_root()?;
-    let mut state = LabState::load(spec)?.ok_or_else(|| LabError::NotUp(spec.prefix.clone()))?;
+    let mut state = LabState::running(spec)?;
     net::set_gateway_drop(&state.plan, drop)?;
     state.gateway_drop = drop;
     state.save()

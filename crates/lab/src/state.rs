@@ -138,6 +138,11 @@ impl LabState {
         serde_json::from_str(&text).map(Some).map_err(|source| LabError::StateUnreadable { path, source })
     }
 
+    /// The running lab's state, or [`LabError::NotUp`] when none is recorded.
+    pub fn running(spec: &LabSpec) -> Result<LabState, LabError> {
+        LabState::load(spec)?.ok_or_else(|| LabError::NotUp(spec.prefix.clone()))
+    }
+
     /// Write atomically (temporary file + rename), so a crash never leaves half a state file.
     pub fn save(&self) -> Result<(), LabError> {
         let path = Self::file(&self.spec);

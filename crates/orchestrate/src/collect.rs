@@ -30,7 +30,7 @@ pub enum CollectError {
 
 /// Every victim of the running lab as telemetry sees it, or [`lab::LabError::NotUp`].
 pub fn lab_guests(spec: &lab::LabSpec) -> Result<(lab::LabState, Vec<GuestInfo>), lab::LabError> {
-    let state = lab::LabState::load(spec)?.ok_or_else(|| lab::LabError::NotUp(spec.prefix.clone()))?;
+    let state = lab::LabState::running(spec)?;
     let guests = state.victims.iter().map(lab::VictimState::guest_info).collect();
     Ok((state, guests))
 }

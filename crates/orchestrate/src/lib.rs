@@ -22,3 +22,19 @@ pub mod scenario;
 pub mod ticks;
 pub mod webhook;
 pub mod workload;
+
+/// An error and its causes on one line, skipping a cause whose text the message before it already
+/// contains (what the CLI prints, and what `record` keeps of a failed workload or flood).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = c.source();
+    }
+    out
+}

@@ -42,7 +42,7 @@ impl<E: std::error::Error + Send + 'static> Job<E> {
         let what = self.what.clone();
         match self.join() {
             Ok(()) => None,
-            Err(Some(e)) => Some(format!("{what}: {}", crate::record::error_chain(&e))),
+            Err(Some(e)) => Some(format!("{what}: {}", crate::error_chain(&e))),
             Err(None) => Some(format!("{what}: panicked")),
         }
     }

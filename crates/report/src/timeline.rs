@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use bench::report::{COLORS, escape, legend_layout};
+use bench::report::{COLORS, escape, legend_layout, y_gridline};
 use detect::online::{AlertEvent, Timeline, base_index};
 use detect::truth::{Span, Truth};
 use telemetry::Sample;
@@ -157,15 +157,7 @@ pub fn svg(id: &str, t: &GuestTimeline) -> String {
     // 0 and every decade from 10 up (1 would sit on top of 0).
     for d in std::iter::once(-1).chain(1..=decades as i32) {
         let v = if d < 0 { 0.0 } else { 10f64.powi(d) };
-        let yy = ry(v);
-        let _ = write!(
-            s,
-            r##"<line x1="{LEFT}" x2="{x2}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end" font-size="10" font-family="sans-serif">{l}</text>"##,
-            x2 = W - RIGHT,
-            tx = LEFT - 6.0,
-            ty = yy + 3.5,
-            l = si(v)
-        );
+        y_gridline(&mut s, LEFT, W - RIGHT, ry(v), &si(v), 10);
     }
     for (i, l) in t.rates.iter().enumerate() {
         polyline(&mut s, &format!("{id}-rate-{i}"), l, &x, &ry);
@@ -177,15 +169,7 @@ pub fn svg(id: &str, t: &GuestTimeline) -> String {
     panel_frame(&mut s, cpu_p, "CPU % of a core");
     for f in [0.0, 0.5, 1.0] {
         let v = cpu_hi * f;
-        let _ = write!(
-            s,
-            r##"<line x1="{LEFT}" x2="{x2}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end" font-size="10" font-family="sans-serif">{l}</text>"##,
-            x2 = W - RIGHT,
-            yy = cy(v),
-            tx = LEFT - 6.0,
-            ty = cy(v) + 3.5,
-            l = v
-        );
+        y_gridline(&mut s, LEFT, W - RIGHT, cy(v), &v.to_string(), 10);
     }
     for (i, l) in t.cpu.iter().enumerate() {
         polyline(&mut s, &format!("{id}-cpu-{i}"), l, &x, &cy);
@@ -195,14 +179,7 @@ pub fn svg(id: &str, t: &GuestTimeline) -> String {
         let sy = |v: f64| p.0 + p.1 * (1.0 - v.clamp(0.0, 1.0));
         panel_frame(&mut s, p, "detector score");
         for v in [0.0, 0.5, 1.0] {
-            let _ = write!(
-                s,
-                r##"<line x1="{LEFT}" x2="{x2}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end" font-size="10" font-family="sans-serif">{v}</text>"##,
-                x2 = W - RIGHT,
-                yy = sy(v),
-                tx = LEFT - 6.0,
-                ty = sy(v) + 3.5,
-            );
+            y_gridline(&mut s, LEFT, W - RIGHT, sy(v), &v.to_string(), 10);
         }
         for (cls, v, dash, label) in
             [("threshold", tl.threshold, "6 3", "alarm"), ("clear-threshold", tl.clear_threshold, "2 3", "calm")]

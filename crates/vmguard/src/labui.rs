@@ -43,8 +43,3 @@ pub fn status(cli: &Cli, spec: &lab::LabSpec) -> anyhow::Result<()> {
     crate::tables::lab_status(&report);
     Ok(())
 }
-
-/// The running lab's state, or a clear error when no lab is up.
-pub fn running(spec: &lab::LabSpec) -> anyhow::Result<lab::LabState> {
-    Ok(lab::LabState::load(spec)?.ok_or_else(|| lab::LabError::NotUp(spec.prefix.clone()))?)
-}

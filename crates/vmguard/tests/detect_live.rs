@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+mod common;
+
 fn prerequisites() -> Result<(), String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -43,13 +45,7 @@ struct Lab {
 
 impl Lab {
     fn vmguard(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_vmguard"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env_remove("VMGUARD_STORE")
-            .output()
-            .unwrap()
+        common::vmguard_with(&self.config, args)
     }
     fn ok(&self, args: &[&str]) -> String {
         let o = self.vmguard(args);

@@ -19,6 +19,8 @@ const POD_NET: &str = "10.216.30";
 const DOMAIN: &str = "vmgdi-libvirt";
 const CONTAINER: &str = "vmgdi-podman";
 
+mod common;
+
 fn prerequisites() -> Result<(), String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -98,13 +100,7 @@ fn engine_cgroups() -> Vec<PathBuf> {
 
 impl World {
     fn vmguard(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_vmguard"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env_remove("VMGUARD_STORE")
-            .output()
-            .unwrap()
+        common::vmguard_with(&self.config, args)
     }
     fn vmguard_ok(&self, args: &[&str]) -> String {
         let o = self.vmguard(args);

@@ -71,7 +71,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     lab::require_root()?;
     let config = cli.load_config()?;
     let spec = &config.lab;
-    let state = lab::LabState::load(spec)?.ok_or_else(|| lab::LabError::NotUp(spec.prefix.clone()))?;
+    let state = lab::LabState::running(spec)?;
     let mut m = if args.quick { MatrixSpec::quick(spec.attacker_rate) } else { MatrixSpec::full(spec.attacker_rate) };
     let present: Vec<VictimKind> = state.victims.iter().map(|v| v.kind).collect();
     m.victims = if args.victims.is_empty() { present.clone() } else { args.victims.clone() };

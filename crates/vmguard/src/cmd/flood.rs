@@ -94,7 +94,7 @@ impl FloodArgs {
 
 pub fn run(cli: &Cli, args: &FloodArgs) -> anyhow::Result<()> {
     let spec = cli.load_config()?.lab;
-    let state = crate::labui::running(&spec)?;
+    let state = lab::LabState::running(&spec)?;
     let prepared = orchestrate::flood::prepare(&state, args.plan())?;
     let stopper = prepared.stopper();
     crate::signals::on_interrupt(move || stopper.stop());

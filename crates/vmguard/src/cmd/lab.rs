@@ -108,7 +108,7 @@ pub fn run(cli: &Cli, command: &LabCommand) -> anyhow::Result<()> {
             Ok(())
         }
         LabCommand::Exec(args) => {
-            let state = crate::labui::running(&spec)?;
+            let state = lab::LabState::running(&spec)?;
             let out =
                 lab::victim::run_in(&state, &args.victim, &args.command, std::time::Duration::from_secs(args.timeout))?;
             if cli.json {

@@ -34,7 +34,7 @@ pub struct RecordArgs {
 pub fn run(cli: &Cli, a: &RecordArgs) -> anyhow::Result<()> {
     let scenario = Scenario::load(&a.scenario, &a.scenario_dir)?;
     let spec = cli.load_config()?.lab;
-    let state = crate::labui::running(&spec)?;
+    let state = lab::LabState::running(&spec)?;
     let stop = Arc::new(AtomicBool::new(false));
     let s = Arc::clone(&stop);
     crate::signals::on_interrupt(move || s.store(true, Ordering::SeqCst));

@@ -23,6 +23,17 @@ pub fn vmguard(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The real binary on the lab described by `config`.
+pub fn vmguard_with(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmguard"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("VMGUARD_STORE")
+        .output()
+        .unwrap()
+}
+
 pub fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
