@@ -50,6 +50,7 @@ pub fn ensure(
     cache_dir: &Path,
     kernel_package: &str,
     programs: &[String],
+    data_dirs: &[PathBuf],
     tool: Option<&Path>,
     progress: &dyn Fn(&str),
 ) -> Result<GuestImage, LabError> {
@@ -69,6 +70,13 @@ pub fn ensure(
         hasher.update((path.len() as u64).to_le_bytes());
         hasher.update(path);
         hasher.update(file_digest(p)?);
+    }
+    let data_files = files_under(data_dirs)?;
+    for f in &data_files {
+        let path = f.as_os_str().as_encoded_bytes();
+        hasher.update((path.len() as u64).to_le_bytes());
+        hasher.update(path);
+        hasher.update(file_digest(f)?);
     }
     if let Some(tool) = tool {
         hasher.update(file_digest(tool)?);
@@ -103,7 +111,7 @@ pub fn ensure(
         }
         None => None,
     };
-    let bytes = write_initramfs(&cpio_path, &busybox, &modules_dir, &programs, stripped_tool.as_deref())?;
+    let bytes = write_initramfs(&cpio_path, &busybox, &modules_dir, &programs, &data_files, stripped_tool.as_deref())?;
     if let Some(p) = &stripped_tool {
         let _ = std::fs::remove_file(p);
     }
@@ -244,6 +252,30 @@ fn resolve_programs(programs: &[String]) -> Result<Vec<PathBuf>, LabError> {
     Ok(paths.into_iter().collect())
 }
 
+/// Every regular file below `dirs` (data a guest program reads, e.g. MariaDB's messages), sorted.
+fn files_under(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, LabError> {
+    fn walk(dir: &Path, out: &mut BTreeSet<PathBuf>) -> Result<(), LabError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| LabError::io(format!("listing {}", dir.display()), e))?;
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path.is_file() {
+                out.insert(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeSet::new();
+    for d in dirs {
+        if !d.is_dir() {
+            return Err(LabError::Missing(format!("guest data directory {} is not on the host", d.display())));
+        }
+        walk(d, &mut out)?;
+    }
+    Ok(out.into_iter().collect())
+}
+
 /// Shared libraries (and the loader) a dynamically linked program needs, from `ldd`.
 pub fn library_closure(program: &Path) -> Result<BTreeSet<PathBuf>, LabError> {
     let out = Cmd::new("ldd").arg(program).run_unchecked()?;
@@ -353,6 +385,7 @@ fn write_initramfs(
     busybox: &Path,
     modules_dir: &Path,
     programs: &[PathBuf],
+    data_files: &[PathBuf],
     tool: Option<&Path>,
 ) -> Result<u64, LabError> {
     let err = |e| LabError::io(format!("writing {}", path.display()), e);
@@ -399,6 +432,9 @@ fn write_initramfs(
                 c.file(&f.to_string_lossy(), 0o755, &read(&real)?).map_err(err)?;
             }
         }
+    }
+    for f in data_files {
+        c.file(&f.to_string_lossy(), 0o644, &read(f)?).map_err(err)?;
     }
     let mut out = cpio::newc::trailer(c.out).map_err(err)?;
     out.flush().map_err(err)?;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::database::{self, Layout};
 use crate::spec::{self, LabSpec, VictimKind};
 use crate::state::{LabState, Phase, VictimState};
 use crate::victim::{container, qemu, vanilla};
@@ -53,11 +54,16 @@ pub fn up(spec: &LabSpec, tool: Option<&Path>, progress: &dyn Fn(&str)) -> Resul
 fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> Result<(), LabError> {
     let spec = state.spec.clone();
     let plan = state.plan.clone();
-    // The guest image first: it may take long, and creates nothing outside the cache.
+    // The database tier's data directory and the guest image first: they may take long, and create
+    // nothing outside the cache.
+    let db_template = database::template(&spec.cache_dir, progress)?;
     let image = if spec.victims.contains(&VictimKind::Qemu) {
         progress("guest image");
-        let image =
-            image::ensure(&spec.cache_dir, &spec.qemu.kernel_package, &spec.qemu.all_guest_programs(), tool, progress)?;
+        let mut programs = spec.qemu.all_guest_programs();
+        programs.push(database::server_binary()?.to_string_lossy().into_owned());
+        let share = Path::new(database::SHARE_DIR);
+        let data_dirs = [share.join("english"), share.join("charsets")];
+        let image = image::ensure(&spec.cache_dir, &spec.qemu.kernel_package, &programs, &data_dirs, tool, progress)?;
         state.image = Some(image.clone());
         state.save()?;
         Some(image)
@@ -74,29 +80,39 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
         let accel = qemu::choose_accel(&spec, image, &host.ns, progress)?;
         progress(&format!("booting the qemu guest ({}: {})", accel.accel.as_str(), accel.reason));
         let started = Instant::now();
-        let v = qemu::start(state, host, image, &accel)?;
+        let v = qemu::start(state, host, image, &accel, &db_template)?;
         state.other_pids.extend(&v.pids);
         state.save()?;
         booting = Some((v, started));
     }
     for (kind, host) in &plan.victims {
         let started = Instant::now();
-        let mut v = match kind {
+        let (mut v, layout) = match kind {
             VictimKind::Vanilla => {
                 progress("starting the vanilla victim");
-                vanilla::start(state, host)?
+                let v = vanilla::start(state, host)?;
+                // Its data area is a directory on the host's disk.
+                let area = LabState::dir(&spec).join("vanilla").join("data");
+                let layout = Layout::under(&area.to_string_lossy());
+                database::place(&db_template, Path::new(&layout.dir))?;
+                (v, layout)
             }
             VictimKind::Container => {
                 progress("starting the container victim (runc)");
-                container::start(state, host, tool)?
+                let v = container::start(state, host, tool)?;
+                // Its /data is a host directory bind-mounted read-write.
+                database::place(&db_template, &container::data_dir(&spec).join(database::DIR_NAME))?;
+                (v, Layout::under("/data"))
             }
             VictimKind::Qemu => continue,
             VictimKind::Xen => return Err(LabError::NotBuilt(VictimKind::Xen)),
         };
         wait_http(&v, &plan.client.ns, Instant::now() + Duration::from_secs(20))?;
         v.start_secs = started.elapsed().as_secs_f64();
+        let name = v.name.clone();
         state.victims.push(v);
         state.save()?;
+        start_database(state, &name, &layout, Duration::from_secs(60), progress)?;
     }
     if let Some((mut v, started)) = booting {
         progress("waiting for the qemu guest");
@@ -105,11 +121,31 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
         wait_http(&v, &plan.client.ns, started + timeout)?;
         v.start_secs = started.elapsed().as_secs_f64();
         state.other_pids.retain(|p| !v.pids.contains(p));
+        let name = v.name.clone();
         state.victims.push(v);
+        state.save()?;
+        // The guest's /data disk was made with the database's files on it (`qemu::start`).
+        start_database(state, &name, &Layout::under("/data"), Duration::from_secs(180), progress)?;
     }
     // Keep victims in the spec's order.
     state.victims.sort_by_key(|v| spec.victims.iter().position(|k| *k == v.kind));
     state.phase = Phase::Up;
+    state.save()
+}
+
+/// Start a victim's database tier and record it.
+fn start_database(
+    state: &mut LabState,
+    victim: &str,
+    layout: &Layout,
+    wait: Duration,
+    progress: &dyn Fn(&str),
+) -> Result<(), LabError> {
+    progress(&format!("starting the database tier (MariaDB) in {victim}"));
+    let tier = database::start(state, victim, layout, wait)?;
+    if let Some(v) = state.victims.iter_mut().find(|v| v.name == victim) {
+        v.database = Some(tier);
+    }
     state.save()
 }
 
@@ -266,6 +302,9 @@ pub struct VictimStatus {
     pub start_secs: f64,
     /// Resident memory of the victim's host processes (qemu: the whole guest), KiB.
     pub rss_kib: u64,
+    /// The database tier: where it listens, its PID in the victim, how long it took to start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<database::DatabaseTier>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -309,6 +348,7 @@ pub fn status(spec: &LabSpec) -> Result<StatusReport, LabError> {
             host_iface: v.host_iface.clone(),
             start_secs: v.start_secs,
             rss_kib: v.pids.iter().map(|p| rss_kib(*p)).sum(),
+            database: v.database.clone(),
         })
         .collect();
     let phase = match state.phase {

@@ -7,6 +7,7 @@
 //!                     spoofed 10.x.128.0/17 ⇒ blackhole └── qemu ns: bridge + tap ── guest 10.x.12.2
 //! ```
 
+pub mod database;
 pub mod http;
 pub mod image;
 mod lab;

@@ -68,11 +68,13 @@ impl QemuSpec {
 impl Default for QemuSpec {
     fn default() -> Self {
         QemuSpec {
-            memory_mib: 256,
+            // The database tier (~60 MB resident) and the image's programs live in guest RAM.
+            memory_mib: 512,
             vcpus: 1,
             accelerator: AccelChoice::Auto,
             kernel_package: String::new(),
-            disk_mib: 512,
+            // Room for the seed's 2 GB of sysbench files beside the database (a sparse file on the host).
+            disk_mib: 3072,
             boot_timeout_secs: 120,
             // No extras: the required programs are always added (`all_guest_programs`).
             guest_programs: Vec::new(),

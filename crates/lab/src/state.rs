@@ -44,6 +44,9 @@ pub struct VictimState {
     pub log: PathBuf,
     /// Seconds from start to the first HTTP answer.
     pub start_secs: f64,
+    /// The victim's database tier (MariaDB), once started.
+    #[serde(default)]
+    pub database: Option<crate::database::DatabaseTier>,
 }
 
 impl VictimState {
@@ -65,6 +68,7 @@ impl VictimState {
             cgroup: None,
             log,
             start_secs: 0.0,
+            database: None,
         }
     }
 }

@@ -174,9 +174,11 @@ pub fn lab_status(report: &lab::StatusReport) {
                 v.pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
                 format!("{:.1}", v.start_secs),
                 format!("{:.1}", v.rss_kib as f64 / 1024.0),
+                v.database.as_ref().map_or("-".into(), |d| format!("mariadb {} ({:.1} s)", d.pid, d.start_secs)),
             ]
         });
-        println!("{}", output::table(&["victim", "address", "http", "accel", "pids", "start s", "RSS MiB"], rows));
+        let head = ["victim", "address", "http", "accel", "pids", "start s", "RSS MiB", "database tier"];
+        println!("{}", output::table(&head, rows));
     }
     if report.phase == "leftover" {
         println!("namespaces left over: {} (run `vmguard lab down`)", report.namespaces.join(" "));

@@ -32,6 +32,11 @@ impl Response {
         Response { status, content_type: "text/html; charset=utf-8", body, location: None }
     }
 
+    /// The database tier could not be reached for this request.
+    pub fn unavailable(why: String) -> Response {
+        Response::text(503, why)
+    }
+
     fn text(status: u16, body: impl Into<String>) -> Response {
         Response { status, content_type: "text/plain; charset=utf-8", body: body.into(), location: None }
     }
@@ -43,6 +48,7 @@ impl Response {
             400 => "Bad Request",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            503 => "Service Unavailable",
             _ => "Internal Server Error",
         };
         let mut head = format!(
@@ -164,7 +170,7 @@ fn page(title: &str, body: &str) -> String {
 }
 
 /// Route one request to the board.
-pub fn handle(board: &Board, req: &Request) -> Response {
+pub fn handle(board: &mut Board, req: &Request) -> Response {
     match route(board, req) {
         Ok(r) => r,
         Err(WebError::BadRequest(m)) => Response::text(400, m),
@@ -172,7 +178,7 @@ pub fn handle(board: &Board, req: &Request) -> Response {
     }
 }
 
-fn route(board: &Board, req: &Request) -> Result<Response, WebError> {
+fn route(board: &mut Board, req: &Request) -> Result<Response, WebError> {
     let segs: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     match (req.method.as_str(), segs.as_slice()) {
         ("GET", ["health"]) => Ok(Response::text(200, "ok\n")),
@@ -242,11 +248,8 @@ mod tests {
         read_request(&mut std::io::BufReader::new(raw.as_bytes())).unwrap().unwrap()
     }
 
-    fn board() -> (Board, tempfile::TempDir) {
-        let dir = tempfile::Builder::new().prefix("vmguard-webapp-http-").tempdir().unwrap();
-        let mut b = Board::open(&dir.path().join("b.db")).unwrap();
-        b.init(SeedSize { users: 5, threads: 30, comments: 100 }).unwrap();
-        (b, dir)
+    fn board() -> (Board, lab::database::LocalServer) {
+        crate::db::tests::temp_board(SeedSize { users: 5, threads: 30, comments: 100 })
     }
 
     #[test]
@@ -264,25 +267,27 @@ mod tests {
 
     #[test]
     fn pages() {
-        let (b, dir) = board();
-        let r = handle(&b, &req("GET /?page=1 HTTP/1.1\r\n\r\n"));
+        let (mut b, server) = board();
+        let r = handle(&mut b, &req("GET /?page=1 HTTP/1.1\r\n\r\n"));
         assert_eq!(r.status, 200);
         assert_eq!(r.body.matches("<tr><td>").count(), 10);
-        let r = handle(&b, &req("GET /thread/4 HTTP/1.1\r\n\r\n"));
+        let r = handle(&mut b, &req("GET /thread/4 HTTP/1.1\r\n\r\n"));
         assert_eq!(r.status, 200, "{}", r.body);
-        let r =
-            handle(&b, &req("POST /thread/4/comment HTTP/1.1\r\nContent-Length: 23\r\n\r\nauthor=2&body=%3Cb%3Ehi"));
+        let r = handle(
+            &mut b,
+            &req("POST /thread/4/comment HTTP/1.1\r\nContent-Length: 23\r\n\r\nauthor=2&body=%3Cb%3Ehi"),
+        );
         assert_eq!(r.status, 303, "{}", r.body);
-        let r = handle(&b, &req("GET /thread/4 HTTP/1.1\r\n\r\n"));
+        let r = handle(&mut b, &req("GET /thread/4 HTTP/1.1\r\n\r\n"));
         assert!(r.body.contains("&lt;b&gt;hi"), "comments are escaped");
-        assert_eq!(handle(&b, &req("GET /thread/x HTTP/1.1\r\n\r\n")).status, 400);
-        assert_eq!(handle(&b, &req("GET /thread/999 HTTP/1.1\r\n\r\n")).status, 404);
-        assert_eq!(handle(&b, &req("DELETE / HTTP/1.1\r\n\r\n")).status, 405);
+        assert_eq!(handle(&mut b, &req("GET /thread/x HTTP/1.1\r\n\r\n")).status, 400);
+        assert_eq!(handle(&mut b, &req("GET /thread/999 HTTP/1.1\r\n\r\n")).status, 404);
+        assert_eq!(handle(&mut b, &req("DELETE / HTTP/1.1\r\n\r\n")).status, 405);
         let mut out = Vec::new();
         r.write_to(&mut out, true).unwrap();
         assert!(String::from_utf8(out).unwrap().starts_with("HTTP/1.1 200 OK\r\n"));
         drop(b);
-        dir.close().unwrap();
+        drop(server);
     }
 
     proptest! {

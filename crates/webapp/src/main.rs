@@ -1,4 +1,4 @@
-//! vmguard-webapp --db PATH [--listen ADDR:PORT] [--users N --threads N --comments N] [--seed-only]
+//! vmguard-webapp --db-socket PATH [--database NAME] [--listen ADDR:PORT] [--reseed] [--seed-only] (see server.rs)
 
 use std::process::ExitCode;
 

@@ -19,6 +19,11 @@ pub fn runc_root(spec: &crate::LabSpec) -> PathBuf {
     LabState::dir(spec).join("runc")
 }
 
+/// The container's `/data` on the host: a directory on the host's disk, bind-mounted read-write.
+pub fn data_dir(spec: &crate::LabSpec) -> PathBuf {
+    LabState::dir(spec).join("container").join("data")
+}
+
 pub fn container_id(prefix: &str) -> String {
     format!("{prefix}-ctr")
 }
@@ -33,7 +38,7 @@ pub fn start(state: &LabState, host: &Host, tool: Option<&Path>) -> Result<Victi
     let www = dir.join("www");
     super::write_www(&www, "container")?;
     // A writable data directory on the host's disk, for file benchmarks (the root is read-only).
-    let data = dir.join("data");
+    let data = data_dir(spec);
     std::fs::create_dir_all(&data).map_err(|e| LabError::io(format!("creating {}", data.display()), e))?;
     for d in ["bin", "sbin", "usr", "lib", "lib64", "etc", "www", "data", "proc", "dev", "sys", "tmp"] {
         std::fs::create_dir_all(rootfs.join(d))

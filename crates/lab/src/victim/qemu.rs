@@ -152,7 +152,16 @@ fn mac_for(prefix: &str) -> String {
 }
 
 /// Start the guest; [`wait_booted`] waits for it. The caller checks HTTP.
-pub fn start(state: &LabState, host: &Host, image: &GuestImage, accel: &ProbeResult) -> Result<VictimState, LabError> {
+///
+/// The guest's `/data` disk is made with the database tier's data directory (`db_template`) on it,
+/// so the guest never bootstraps MariaDB itself.
+pub fn start(
+    state: &LabState,
+    host: &Host,
+    image: &GuestImage,
+    accel: &ProbeResult,
+    db_template: &Path,
+) -> Result<VictimState, LabError> {
     let spec = &state.spec;
     let dir = LabState::dir(spec).join("qemu");
     std::fs::create_dir_all(&dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
@@ -162,7 +171,10 @@ pub fn start(state: &LabState, host: &Host, image: &GuestImage, accel: &ProbeRes
         .arg(&disk)
         .arg(format!("{}M", spec.qemu.disk_mib))
         .run()?;
-    Cmd::new("mkfs.ext4").args(["-q", "-F", "-L", "vmguard-data"]).arg(&disk).run()?;
+    let disk_root = dir.join("disk-root");
+    crate::database::place(db_template, &disk_root.join(crate::database::DIR_NAME))?;
+    Cmd::new("mkfs.ext4").args(["-q", "-F", "-L", "vmguard-data", "-d"]).arg(&disk_root).arg(&disk).run()?;
+    let _ = std::fs::remove_dir_all(&disk_root);
 
     let console = dir.join("console.log");
     let qmp = dir.join("qmp.sock");
