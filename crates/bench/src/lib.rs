@@ -14,7 +14,7 @@ pub mod report;
 pub mod runner;
 pub mod summary;
 
-pub use matrix::{Benchmark, CellRecord, CellSpec, MatrixSpec, NetBackend, Phase};
+pub use matrix::{Benchmark, CellRecord, CellSpec, FileioSpec, MatrixSpec, NetBackend, Phase, Profile};
 pub use parse::ParseError;
 pub use runner::{Event, RunOptions, run_matrix};
 
@@ -52,6 +52,9 @@ pub enum BenchError {
         "{victim} has no vmguard binary at {path}: bring the lab up with `vmguard lab up` (it places the binary in the victims)"
     )]
     NoTool { victim: String, path: String },
+    /// The victim has no database tier recorded (a lab brought up by an older vmguard).
+    #[error("{victim} has no database tier: bring the lab down and up again (`vmguard lab down && vmguard lab up`)")]
+    NoDatabase { victim: String },
     /// A started service printed no PID.
     #[error("no PID from `{script}`: {output}")]
     NoPid { script: String, output: String },

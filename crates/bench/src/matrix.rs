@@ -147,17 +147,65 @@ pub struct MatrixSpec {
     pub backends: Vec<NetBackend>,
     /// How long each benchmark runs.
     pub duration: Duration,
-    /// sysbench fileio's total file size.
-    pub fileio_mib: u32,
+    /// sysbench fileio's files.
+    pub fileio: FileioSpec,
     /// wrk's open connections.
     pub web_connections: u32,
 }
 
+/// sysbench fileio's working set: how much, in how many files, and whether the page cache is bypassed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileioSpec {
+    pub total_mib: u32,
+    pub files: u32,
+    /// `--file-extra-flags=direct`: O_DIRECT, so the page cache does not turn the file benchmark
+    /// into a memory benchmark (the guest's and the host's alike).
+    pub direct: bool,
+}
+
+impl FileioSpec {
+    /// The seed's: 2 GB of files, random reads and writes, on the disk.
+    pub const SEED: FileioSpec = FileioSpec { total_mib: 2048, files: 128, direct: true };
+
+    /// The sysbench options that describe the files (the same for prepare, run and cleanup).
+    pub fn sysbench_args(&self) -> String {
+        let mut a = format!("--file-total-size={}M --file-num={}", self.total_mib, self.files);
+        if self.direct {
+            a.push_str(" --file-extra-flags=direct");
+        }
+        a
+    }
+}
+
+/// A named set of matrix parameters (`vmguard bench --profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// One repetition of 2 s per cell and a small direct file set: every cell, for CI.
+    Quick,
+    /// Three repetitions of 6 s, the seed's 2 GB direct file set: the README's matrix.
+    Default,
+    /// The seed's parameters: 2 GB in 128 files (sysbench's default count), three repetitions of 30 s.
+    Seed,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "quick" => Ok(Profile::Quick),
+            "default" => Ok(Profile::Default),
+            "seed" => Ok(Profile::Seed),
+            _ => Err(format!("unknown profile `{s}`: expected quick, default or seed")),
+        }
+    }
+}
+
 impl MatrixSpec {
-    /// The default matrix: every victim and benchmark, 3 repetitions of 6 s, SYN cookies on, the given
-    /// attack rate, qemu's virtio-net.
-    pub fn full(attack_rate: Rate) -> MatrixSpec {
-        MatrixSpec {
+    /// The matrix of `profile`: every victim and benchmark, SYN cookies on, the given attack rate,
+    /// qemu's virtio-net.
+    pub fn profile(profile: Profile, attack_rate: Rate) -> MatrixSpec {
+        let base = MatrixSpec {
             victims: lab::BUILT_VICTIMS.to_vec(),
             benchmarks: Benchmark::ALL.to_vec(),
             reps: 3,
@@ -165,14 +213,29 @@ impl MatrixSpec {
             attack_rates: vec![attack_rate],
             backends: vec![NetBackend::Virtio],
             duration: Duration::from_secs(6),
-            fileio_mib: 32,
+            fileio: FileioSpec { files: 8, ..FileioSpec::SEED },
             web_connections: 8,
+        };
+        match profile {
+            Profile::Default => base,
+            Profile::Quick => MatrixSpec {
+                reps: 1,
+                duration: Duration::from_secs(2),
+                fileio: FileioSpec { total_mib: 64, files: 8, direct: true },
+                ..base
+            },
+            Profile::Seed => MatrixSpec { duration: Duration::from_secs(30), fileio: FileioSpec::SEED, ..base },
         }
     }
 
-    /// `--quick`: one repetition of 2 s per cell, for CI.
+    /// The default matrix (see [`Profile::Default`]).
+    pub fn full(attack_rate: Rate) -> MatrixSpec {
+        MatrixSpec::profile(Profile::Default, attack_rate)
+    }
+
+    /// `--quick` (see [`Profile::Quick`]).
     pub fn quick(attack_rate: Rate) -> MatrixSpec {
-        MatrixSpec { reps: 1, duration: Duration::from_secs(2), fileio_mib: 16, ..MatrixSpec::full(attack_rate) }
+        MatrixSpec::profile(Profile::Quick, attack_rate)
     }
 
     /// Every cell, in run order: per victim, backend, cookie setting and rate, each benchmark's
@@ -309,6 +372,19 @@ mod tests {
         assert_eq!(keys.len(), cells.len(), "keys are unique");
         assert_eq!(cells[0].key(), "vanilla/cpu/cookies-on/10mbit/host/idle/rep0");
         assert!(cells.iter().any(|c| c.key() == "qemu/web/cookies-off/10mbit/vhost-net/attack/rep0"));
+    }
+
+    #[test]
+    fn profiles_differ_where_they_should() {
+        let rate = Rate::BitsPerSec(10_000_000);
+        let seed = MatrixSpec::profile(Profile::Seed, rate);
+        assert_eq!(seed.fileio, FileioSpec::SEED);
+        assert_eq!(seed.fileio.sysbench_args(), "--file-total-size=2048M --file-num=128 --file-extra-flags=direct");
+        let quick = MatrixSpec::quick(rate);
+        assert!(quick.fileio.direct && quick.fileio.total_mib < 256 && quick.reps == 1);
+        assert_eq!(MatrixSpec::full(rate).fileio.total_mib, 2048, "the README's matrix uses the seed's 2 GB");
+        assert_eq!("seed".parse::<Profile>().unwrap(), Profile::Seed);
+        assert!("fast".parse::<Profile>().unwrap_err().contains("quick, default or seed"));
     }
 
     #[test]

@@ -311,11 +311,16 @@ impl<'a> VictimCtx<'a> {
                 });
             }
         }
+        let Some(database) = &self.victim.database else {
+            return Err(BenchError::NoDatabase { victim: self.victim.name.clone() });
+        };
         let sub: Vec<String> = self.opts.webapp_subcommand.iter().map(|s| q(s)).collect();
+        // --reseed: every run starts from the seed's rows, whatever earlier runs posted.
         let script = format!(
-            "{} {} --db {dir}/webapp.db --listen 0.0.0.0:{WEB_PORT} > {dir}/webapp.log 2>&1 & echo $!",
+            "{} {} --db-socket {} --reseed --listen 0.0.0.0:{WEB_PORT} > {dir}/webapp.log 2>&1 & echo $!",
             q(&tool),
             sub.join(" "),
+            q(&database.layout.socket),
             dir = self.dir
         );
         let out = self.sh(&script, Duration::from_secs(30))?;
@@ -333,15 +338,11 @@ impl<'a> VictimCtx<'a> {
 
     fn ensure_fileio(&mut self) -> Result<(), Arc<BenchError>> {
         if self.fileio.is_none() {
-            let script = format!(
-                "cd {} && sysbench fileio --file-total-size={}M --file-num=8 prepare",
-                self.dir, self.spec.fileio_mib
-            );
-            self.fileio = Some(
-                self.sh(&script, Duration::from_secs(300))
-                    .map(|_| ())
-                    .map_err(|e| Arc::new(self.setup("preparing the files", e))),
-            );
+            let script = format!("cd {} && sysbench fileio {} prepare", self.dir, self.spec.fileio.sysbench_args());
+            // Writing 2 GB through the TCG guest's emulated disk takes minutes.
+            let timeout = Duration::from_secs(120 + u64::from(self.spec.fileio.total_mib) / 2);
+            self.fileio =
+                Some(self.sh(&script, timeout).map(|_| ()).map_err(|e| Arc::new(self.setup("preparing the files", e))));
         }
         self.fileio.clone().expect("set above")
     }
@@ -472,8 +473,9 @@ impl<'a> VictimCtx<'a> {
             )?)?,
             Benchmark::Fileio => parse::sysbench::parse_fileio(&in_victim(
                 format!(
-                    "cd {} && sysbench fileio --file-total-size={}M --file-num=8 --file-test-mode=rndrw --threads=1 --time={d} run",
-                    self.dir, self.spec.fileio_mib
+                    "cd {} && sysbench fileio {} --file-test-mode=rndrw --threads=1 --time={d} run",
+                    self.dir,
+                    self.spec.fileio.sysbench_args()
                 ),
                 raw,
             )?)?,
@@ -481,17 +483,37 @@ impl<'a> VictimCtx<'a> {
                 Cmd::new("iperf3").args(["-c", &addr, "-p", &IPERF_PORT.to_string(), "-t", &d.to_string(), "-J"]),
                 raw,
             )?)?,
-            Benchmark::Web => parse::wrk::parse(&client(
-                Cmd::new("wrk")
-                    .args(["-t1", &format!("-c{}", self.spec.web_connections), &format!("-d{d}s"), "--timeout", "2s"])
-                    .arg("--latency")
-                    .arg("-s")
-                    .arg(self.host_dir.join("wrk.lua"))
-                    .arg(format!("http://{addr}:{WEB_PORT}/"))
-                    .env("VMGUARD_WEB_THREADS", self.opts.web_threads.to_string())
-                    .env("VMGUARD_WEB_USERS", self.opts.web_users.to_string()),
-                raw,
-            )?)?,
+            Benchmark::Web => {
+                let tiers = self.tier_pids();
+                let before = self.tier_ticks(&tiers);
+                let started = Instant::now();
+                let mut figures = parse::wrk::parse(&client(
+                    Cmd::new("wrk")
+                        .args([
+                            "-t1",
+                            &format!("-c{}", self.spec.web_connections),
+                            &format!("-d{d}s"),
+                            "--timeout",
+                            "2s",
+                        ])
+                        .arg("--latency")
+                        .arg("-s")
+                        .arg(self.host_dir.join("wrk.lua"))
+                        .arg(format!("http://{addr}:{WEB_PORT}/"))
+                        .env("VMGUARD_WEB_THREADS", self.opts.web_threads.to_string())
+                        .env("VMGUARD_WEB_USERS", self.opts.web_users.to_string()),
+                    raw,
+                )?)?;
+                let after = self.tier_ticks(&tiers);
+                let secs = started.elapsed().as_secs_f64();
+                for ((name, _), (b, a)) in tiers.iter().zip(before.iter().zip(&after)) {
+                    if let (Some(b), Some(a)) = (b, a) {
+                        // USER_HZ is 100 on every Linux this runs on: a tick is 10 ms.
+                        figures.insert(format!("{name}_cpu_pct"), a.saturating_sub(*b) as f64 / secs);
+                    }
+                }
+                figures
+            }
             Benchmark::IdleCpu => {
                 let end = Instant::now() + self.spec.duration;
                 while Instant::now() < end && !self.stop.load(Ordering::SeqCst) {
@@ -502,6 +524,27 @@ impl<'a> VictimCtx<'a> {
         })
     }
 
+    /// The two tiers of the web benchmark, by the PIDs the victim sees: the web application and the
+    /// database server.
+    fn tier_pids(&self) -> Vec<(&'static str, u32)> {
+        let web = self.webapp.as_ref().and_then(|w| w.as_ref().ok()).and_then(|p| p.parse().ok());
+        let db = self.victim.database.as_ref().map(|d| d.pid);
+        [("web_tier", web), ("db_tier", db)].into_iter().filter_map(|(n, p)| Some((n, p?))).collect()
+    }
+
+    /// CPU ticks (user + system) of each tier as the victim's own /proc counts them; `None` for one
+    /// that could not be read (the figure is then left out, never made up).
+    fn tier_ticks(&self, tiers: &[(&'static str, u32)]) -> Vec<Option<u64>> {
+        let script: Vec<String> =
+            tiers.iter().map(|(_, pid)| format!("cat /proc/{pid}/stat 2>/dev/null || echo")).collect();
+        let out = self.sh(&script.join("; "), Duration::from_secs(30)).unwrap_or_default();
+        let mut lines = out.lines();
+        tiers
+            .iter()
+            .map(|_| lines.next().and_then(telemetry::procfs::parse_pid_stat).map(|st| st.utime + st.stime))
+            .collect()
+    }
+
     /// Stop the victim's services and remove its files; returns what could not be undone.
     fn teardown(self) -> Vec<String> {
         let mut notes = Vec::new();
@@ -510,6 +553,12 @@ impl<'a> VictimCtx<'a> {
             && let Err(e) = self.sh(&format!("kill {pid}"), t)
         {
             notes.push(format!("stopping the web application: {e}"));
+        }
+        if let Some(Ok(())) = &self.fileio
+            && let Err(e) =
+                self.sh(&format!("cd {} && sysbench fileio {} cleanup", self.dir, self.spec.fileio.sysbench_args()), t)
+        {
+            notes.push(format!("removing the sysbench files: {e}"));
         }
         if let Some(Ok(())) = &self.iperf
             && let Err(e) = self.sh(&format!("kill $(cat {}/iperf3.pid)", self.dir), t)

@@ -107,6 +107,18 @@ fn quick_matrix_covers_every_cell_and_the_report_renders() {
                     assert!(cell["value"].as_f64().is_some_and(|x| x >= 0.0), "{cell}");
                     assert!(cell["host"]["busy_pct"].as_f64().is_some(), "{cell}");
                 }
+                if benchmark == "web" && cell["ok"] == true {
+                    // Two tiers: the web application and MariaDB, each with its own CPU figure.
+                    for tier in ["web_tier_cpu_pct", "db_tier_cpu_pct"] {
+                        assert!(cell["figures"][tier].as_f64().is_some(), "{victim}/{phase}: no {tier}: {cell}");
+                    }
+                    if phase == "idle" {
+                        assert!(
+                            cell["figures"]["db_tier_cpu_pct"].as_f64().unwrap() > 0.0,
+                            "{victim}: the database tier did work under the web load: {cell}"
+                        );
+                    }
+                }
                 if phase == "attack" && cell["ok"] == true {
                     assert!(cell["flood"]["sent"].as_u64().unwrap_or(0) > 0, "the attack cell flooded: {cell}");
                 }

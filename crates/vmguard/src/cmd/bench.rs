@@ -16,9 +16,13 @@ use crate::output;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// One repetition of 2 s per cell (for CI); the default matrix runs 3 repetitions of 6 s.
-    #[arg(long)]
+    /// One repetition of 2 s per cell and 64 MiB of files (for CI): `--profile quick`.
+    #[arg(long, conflicts_with = "profile")]
     pub quick: bool,
+    /// The matrix's parameters: `quick`; `default` (3 repetitions of 6 s, the seed's 2 GB of files
+    /// with direct I/O); `seed` (the seed's 2 GB in 128 files, 3 repetitions of 30 s).
+    #[arg(long)]
+    pub profile: Option<bench::Profile>,
     /// Repetitions of every cell (idle and attack each).
     #[arg(long)]
     pub reps: Option<u32>,
@@ -72,7 +76,8 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     let config = cli.load_config()?;
     let spec = &config.lab;
     let state = lab::LabState::running(spec)?;
-    let mut m = if args.quick { MatrixSpec::quick(spec.attacker_rate) } else { MatrixSpec::full(spec.attacker_rate) };
+    let profile = if args.quick { bench::Profile::Quick } else { args.profile.unwrap_or(bench::Profile::Default) };
+    let mut m = MatrixSpec::profile(profile, spec.attacker_rate);
     let present: Vec<VictimKind> = state.victims.iter().map(|v| v.kind).collect();
     m.victims = if args.victims.is_empty() { present.clone() } else { args.victims.clone() };
     if let Some(missing) = m.victims.iter().find(|v| !present.contains(v)) {
