@@ -332,6 +332,27 @@ pub fn section(info: &RunInfo, records: &[CellRecord]) -> String {
     }
     h.push_str("</table>");
 
+    // The two tiers of the web benchmark.
+    let tiers = summary::web_tiers(records);
+    if !tiers.is_empty() {
+        h.push_str("<h2 id=\"web-tiers\">Two-tier web benchmark</h2><p>The web application and its MariaDB server are separate processes in every victim, talking over a unix socket as in the seed's Apache + MySQL setup. CPU is % of one core, as the victim's own <code>/proc</code> counts it (medians over repetitions).</p>");
+        h.push_str("<table><tr><th>victim</th><th>phase</th><th>requests/s</th><th>p50 ms</th><th>p99 ms</th><th>web tier CPU %</th><th>database tier CPU %</th></tr>");
+        for t in &tiers {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&t.victim),
+                t.phase.as_str(),
+                opt(t.requests_per_sec),
+                opt(t.p50_ms),
+                opt(t.p99_ms),
+                opt(t.web_tier_cpu_pct),
+                opt(t.db_tier_cpu_pct)
+            );
+        }
+        h.push_str("</table>");
+    }
+
     // Profiling (Table 2).
     h.push_str("<h2>Profiling under attack vs idle (Table 2)</h2>");
     let prof_counters: Vec<String> = {

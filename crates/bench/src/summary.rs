@@ -171,6 +171,47 @@ pub fn cpu_table(records: &[CellRecord]) -> Vec<CpuRow> {
     out
 }
 
+/// The two-tier web benchmark of one victim in one phase: medians over its repetitions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebTierRow {
+    pub victim: String,
+    pub phase: Phase,
+    pub requests_per_sec: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// CPU of the web tier and of the database tier (MariaDB), % of one core, as the victim counts it.
+    pub web_tier_cpu_pct: Option<f64>,
+    pub db_tier_cpu_pct: Option<f64>,
+}
+
+/// The web cells per victim and phase, with each tier's CPU.
+pub fn web_tiers(records: &[CellRecord]) -> Vec<WebTierRow> {
+    let mut out = Vec::new();
+    for v in victims_in_order(records) {
+        for phase in [Phase::Idle, Phase::Attack] {
+            let sel = || {
+                records.iter().filter(|r| {
+                    r.ok && r.cell.victim.as_str() == v && r.cell.phase == phase && r.cell.benchmark == Benchmark::Web
+                })
+            };
+            if sel().next().is_none() {
+                continue;
+            }
+            let fig = |k: &'static str| median_of(sel(), move |r| r.figures.get(k).copied());
+            out.push(WebTierRow {
+                victim: v.clone(),
+                phase,
+                requests_per_sec: fig("requests_per_sec"),
+                p50_ms: fig("p50_ms"),
+                p99_ms: fig("p99_ms"),
+                web_tier_cpu_pct: fig("web_tier_cpu_pct"),
+                db_tier_cpu_pct: fig("db_tier_cpu_pct"),
+            });
+        }
+    }
+    out
+}
+
 /// Table 2: one profiling counter of one victim, idle and under attack (per second, medians over
 /// `idle-cpu` cells), with the ratio.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -315,5 +356,22 @@ pub(crate) mod tests {
         let t2 = profile_table(&recs);
         let rx = t2.iter().find(|r| r.victim == "qemu" && r.counter.starts_with("NET_RX")).unwrap();
         assert_eq!(rx.ratio, Some(2000.0));
+    }
+
+    #[test]
+    fn web_tiers_take_medians_and_leave_out_what_is_missing() {
+        let mut recs = fake_records();
+        for r in recs.iter_mut().filter(|r| r.cell.benchmark == Benchmark::Web) {
+            r.figures.insert("requests_per_sec".into(), r.value.unwrap());
+            if r.cell.victim != lab::VictimKind::Qemu {
+                r.figures.insert("db_tier_cpu_pct".into(), 40.0);
+            }
+        }
+        let t = web_tiers(&recs);
+        assert_eq!(t.len(), 6, "3 victims x 2 phases");
+        let q = t.iter().find(|r| r.victim == "qemu" && r.phase == Phase::Attack).unwrap();
+        assert_eq!((q.requests_per_sec, q.db_tier_cpu_pct), (Some(50.0), None));
+        let v = t.iter().find(|r| r.victim == "vanilla" && r.phase == Phase::Idle).unwrap();
+        assert_eq!(v.db_tier_cpu_pct, Some(40.0));
     }
 }

@@ -68,6 +68,7 @@ struct BenchReport<'a> {
     rows: Vec<summary::Row>,
     table1_cpu: Vec<summary::CpuRow>,
     table2_profile: Vec<summary::ProfileRow>,
+    web_tiers: Vec<summary::WebTierRow>,
     records: &'a [CellRecord],
 }
 
@@ -174,6 +175,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         rows: summary::rows(&records),
         table1_cpu: summary::cpu_table(&records),
         table2_profile: summary::profile_table(&records),
+        web_tiers: summary::web_tiers(&records),
         records: &records,
     };
     if cli.json {
@@ -271,6 +273,23 @@ fn print_tables(r: &BenchReport<'_>) {
                 rows
             )
         );
+    }
+    if !r.web_tiers.is_empty() {
+        println!("Two-tier web benchmark (medians; CPU in % of one core, as the victim counts it)");
+        let opt = |v: Option<f64>| v.map(fmt).unwrap_or_else(|| "–".into());
+        let rows = r.web_tiers.iter().map(|t| {
+            vec![
+                t.victim.clone(),
+                t.phase.as_str().to_string(),
+                opt(t.requests_per_sec),
+                opt(t.p50_ms),
+                opt(t.p99_ms),
+                opt(t.web_tier_cpu_pct),
+                opt(t.db_tier_cpu_pct),
+            ]
+        });
+        let head = ["victim", "phase", "requests/s", "p50 ms", "p99 ms", "web tier CPU %", "db tier CPU %"];
+        println!("{}", output::table(&head, rows));
     }
     if !r.table2_profile.is_empty() {
         println!("Table 2: profiling, victim idle, attack vs no attack (per second)");
