@@ -327,7 +327,14 @@ impl VhostUserBackend for NetBackend {
     fn features(&self) -> u64 {
         // No offloads and no MRG_RXBUF: one frame per RX chain, headers passed through as the
         // tap gives them. VIRTIO_NET_F_MAC / STATUS / CTRL_VQ are QEMU's business.
-        (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        //
+        // VHOST_USER_F_PROTOCOL_FEATURES must be offered: QEMU 7.2's vhost-user net refuses to
+        // start (and falls back to userspace virtio, or crashes with MSI-X) when
+        // SET_VRING_ENABLE is unavailable. But QEMU sends SET_VRING_ENABLE before SET_FEATURES,
+        // which the vhost crate rejects as an inactive feature, ending the connection; the
+        // binary's relay (see `relay`) holds those early messages back.
+        let features = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
+        features | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
     fn acked_features(&self, features: u64) {
@@ -335,9 +342,9 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        // REPLY_ACK lets QEMU wait for each request to be applied; nothing else is needed for a
-        // single queue pair without config space.
-        VhostUserProtocolFeatures::REPLY_ACK
+        // None: a single queue pair without config space needs none, and without REPLY_ACK a
+        // request the relay holds back needs no reply.
+        VhostUserProtocolFeatures::empty()
     }
 
     fn set_event_idx(&self, enabled: bool) {

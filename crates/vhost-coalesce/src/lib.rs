@@ -16,4 +16,5 @@ pub mod backend;
 pub mod coalesce;
 pub mod control;
 pub mod queue;
+pub mod relay;
 pub mod tap;

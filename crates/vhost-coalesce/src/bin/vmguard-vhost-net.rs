@@ -4,15 +4,20 @@
 //! `--tap`, and serves the control socket `--control`. Serves one QEMU connection at a time and
 //! waits for the next when it ends (a guest reboot or a restarted QEMU reconnects).
 
-use std::path::PathBuf;
+use std::net::Shutdown;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::thread;
 
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
+use vhost::vhost_user::Listener;
 use vhost_coalesce::backend::{Config, NetBackend};
 use vhost_coalesce::coalesce::Mode;
 use vhost_coalesce::control::{self, Controlled};
+use vhost_coalesce::relay;
 use vhost_coalesce::tap::Tap;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -104,19 +109,18 @@ fn run(args: &Args) -> Result<(), String> {
         "vmguard-vhost-net ready"
     );
 
+    match std::fs::remove_file(&args.socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("stale socket {}: {e}", args.socket.display())),
+    }
+    let frontend =
+        UnixListener::bind(&args.socket).map_err(|e| format!("vhost-user socket {}: {e}", args.socket.display()))?;
+    let inner_path = args.socket.with_extension("backend");
     loop {
-        let mut daemon = VhostUserDaemon::new("vmguard-vhost-net".into(), backend.clone(), mem.clone())
-            .map_err(|e| format!("vhost-user daemon: {e}"))?;
-        for handler in daemon.get_epoll_handlers() {
-            for (fd, events, id) in backend.extra_events() {
-                handler
-                    .register_listener(fd, events, u64::from(id))
-                    .map_err(|e| format!("epoll registration of event {id}: {e}"))?;
-            }
-        }
-        // serve() binds the socket (removing a stale one), accepts one frontend and returns
-        // when it disconnects.
-        daemon.serve(&args.socket).map_err(|e| format!("vhost-user socket {}: {e}", args.socket.display()))?;
+        let (qemu, _) = frontend.accept().map_err(|e| format!("accept on {}: {e}", args.socket.display()))?;
+        tracing::info!("frontend connected");
+        serve_one(&backend, &mem, qemu, &inner_path)?;
         let s = backend.stats();
         tracing::info!(
             rx_frames = s.rx_frames,
@@ -125,5 +129,60 @@ fn run(args: &Args) -> Result<(), String> {
             rx_notify_coalesced = s.rx_notify_coalesced,
             "frontend disconnected; waiting for the next"
         );
+    }
+}
+
+/// Serves one QEMU connection through the relay (see `vhost_coalesce::relay`) until it ends.
+fn serve_one(
+    backend: &Arc<NetBackend>,
+    mem: &GuestMemoryAtomic<GuestMemoryMmap>,
+    qemu: UnixStream,
+    inner_path: &Path,
+) -> Result<(), String> {
+    let mut daemon = VhostUserDaemon::new("vmguard-vhost-net".into(), backend.clone(), mem.clone())
+        .map_err(|e| format!("vhost-user daemon: {e}"))?;
+    for handler in daemon.get_epoll_handlers() {
+        for (fd, events, id) in backend.extra_events() {
+            handler
+                .register_listener(fd, events, u64::from(id))
+                .map_err(|e| format!("epoll registration of event {id}: {e}"))?;
+        }
+    }
+    let _ = std::fs::remove_file(inner_path);
+    let inner = UnixListener::bind(inner_path).map_err(|e| format!("{}: {e}", inner_path.display()))?;
+    // The connection is queued in the backlog, so connecting before the daemon accepts is fine.
+    let to_daemon = UnixStream::connect(inner_path).map_err(|e| format!("{}: {e}", inner_path.display()))?;
+    let mut listener = Listener::from(inner);
+    let started = daemon.start(&mut listener);
+    let _ = std::fs::remove_file(inner_path);
+    started.map_err(|e| format!("vhost-user daemon start: {e}"))?;
+
+    let (q2, d2) = (qemu.try_clone().map_err(|e| e.to_string())?, to_daemon.try_clone().map_err(|e| e.to_string())?);
+    let up = thread::spawn(move || {
+        if let Err(e) = relay::frontend_to_backend(&qemu, &to_daemon) {
+            tracing::debug!(error = %e, "relay from QEMU ended");
+        }
+        let _ = to_daemon.shutdown(Shutdown::Both);
+        let _ = qemu.shutdown(Shutdown::Both);
+    });
+    let down = thread::spawn(move || {
+        if let Err(e) = relay::backend_to_frontend(&d2, &q2) {
+            tracing::debug!(error = %e, "relay to QEMU ended");
+        }
+        let _ = q2.shutdown(Shutdown::Both);
+        let _ = d2.shutdown(Shutdown::Both);
+    });
+    let result = daemon.wait();
+    let _ = up.join();
+    let _ = down.join();
+    // Dropping the daemon stops its worker thread (exit event) before the next connection.
+    drop(daemon);
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // A frontend that quits mid-message is a normal end, not a reason to exit.
+            tracing::warn!(error = %e, "vhost-user connection ended with an error");
+            Ok(())
+        }
     }
 }
