@@ -41,5 +41,12 @@ pub fn status(cli: &Cli, spec: &lab::LabSpec) -> anyhow::Result<()> {
         return crate::output::json(&report);
     }
     crate::tables::lab_status(&report);
+    if let Ok(state) = lab::LabState::running(spec) {
+        let applied = mitigate::status(&state)?;
+        if !applied.is_empty() {
+            println!("defences applied:");
+            crate::tables::mitigations(&applied);
+        }
+    }
     Ok(())
 }

@@ -66,6 +66,9 @@ pub enum Command {
     Agent(cmd::agent::AgentArgs),
     /// Run the benchmark matrix (victim x benchmark x idle/attack) on the lab and store the results.
     Bench(cmd::bench::BenchArgs),
+    /// Apply, remove and list the SYN defences (SYN cookies, synproxy, per-source limits, BCP 38).
+    #[command(subcommand)]
+    Mitigate(cmd::mitigate::MitigateCommand),
     /// Write the HTML report of a benchmark run.
     Report(cmd::report::ReportArgs),
     /// Internal: the benchmark web application (started inside victims by `vmguard bench`).
@@ -81,6 +84,7 @@ fn main() -> std::process::ExitCode {
     init_tracing(cli.verbose);
     let result = match &cli.command {
         Command::Lab(c) => cmd::lab::run(&cli, c),
+        Command::Mitigate(c) => cmd::mitigate::run(&cli, c),
         Command::Collect(a) => cmd::collect::run(&cli, a),
         Command::Demo => cmd::demo::run(&cli),
         Command::Flood(a) => cmd::flood::run(&cli, a),

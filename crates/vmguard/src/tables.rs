@@ -184,3 +184,26 @@ pub fn lab_status(report: &lab::StatusReport) {
         println!("namespaces left over: {} (run `vmguard lab down`)", report.namespaces.join(" "));
     }
 }
+
+/// The applied defences (`mitigate status`, `lab status`).
+pub fn mitigations(all: &[mitigate::Status]) {
+    if all.is_empty() {
+        println!("no defence applied (`vmguard mitigate apply DEFENCE --victim V`)");
+        return;
+    }
+    let rows = all.iter().map(|s| {
+        vec![
+            s.applied.defence.kind().to_string(),
+            s.applied.victim.clone(),
+            s.applied.place.as_str().to_string(),
+            s.description.clone(),
+            match s.table_present {
+                Some(true) => s.applied.table.clone().unwrap_or_default(),
+                Some(false) => "MISSING".into(),
+                None => "-".into(),
+            },
+            s.counted_packets.map_or("-".into(), |n| n.to_string()),
+        ]
+    });
+    println!("{}", output::table(&["defence", "victim", "at", "what", "nft table", "packets acted on"], rows));
+}

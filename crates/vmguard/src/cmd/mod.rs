@@ -7,5 +7,6 @@ pub mod demo;
 pub mod detect;
 pub mod flood;
 pub mod lab;
+pub mod mitigate;
 pub mod record;
 pub mod report;

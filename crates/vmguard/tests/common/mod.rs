@@ -163,3 +163,56 @@ pub fn headless(dir: &Path, html: &Path, extra: &[&str]) -> String {
     assert!(o.status.success(), "chromium failed: {stderr}");
     stdout
 }
+
+/// A live lab with its own prefix, configured in a temp dir; `lab down` runs when it is dropped,
+/// also when the test fails. (Older live tests carry their own copy of this.)
+pub struct LiveLab {
+    pub config: PathBuf,
+    pub prefix: String,
+    /// Removed when dropped, after `Drop::drop` has run `lab down`.
+    pub dir: tempfile::TempDir,
+}
+
+impl LiveLab {
+    /// Bring a lab up with `[lab] prefix = PREFIX` and `extra` appended to the config.
+    pub fn up(prefix: &str, extra: &str) -> LiveLab {
+        let dir = tempfile::Builder::new().prefix(&format!("vmguard-test-{prefix}-")).tempdir().unwrap();
+        let config = dir.path().join("vmguard.toml");
+        std::fs::write(&config, format!("[lab]\nprefix = \"{prefix}\"\n{extra}")).unwrap();
+        let lab = LiveLab { config, prefix: prefix.to_string(), dir };
+        let down = lab.run(&["lab", "down"]);
+        assert!(down.status.success(), "lab down before the test: {:?}", text(&down));
+        let up = lab.run(&["lab", "up"]);
+        assert!(up.status.success(), "lab up: {:?}", text(&up));
+        lab
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        vmguard_with(&self.config, args)
+    }
+
+    /// Run and require success; stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let (o, e) = text(&out);
+        assert!(out.status.success(), "vmguard {}: {e}{o}", args.join(" "));
+        o
+    }
+
+    /// Run and require failure; stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let (o, e) = text(&out);
+        assert!(!out.status.success(), "vmguard {} should have failed: {o}", args.join(" "));
+        e
+    }
+}
+
+impl Drop for LiveLab {
+    fn drop(&mut self) {
+        let out = self.run(&["lab", "down"]);
+        if !out.status.success() {
+            eprintln!("lab down of {} failed: {:?}", self.prefix, text(&out));
+        }
+    }
+}

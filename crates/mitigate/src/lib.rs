@@ -1,0 +1,487 @@
+//! The SYN defences seed 000 names, applied to the lab's victims and taken away again exactly:
+//!
+//! - `syncookies`: SYN cookies on or off and the SYN backlog (the kernel's SYN cache) in the victim's
+//!   own kernel: its namespace (vanilla, container) or the guest (qemu);
+//! - `synproxy`: nftables synproxy, on the gateway (protecting the victim behind it) or on the victim;
+//! - `syn-ratelimit`: a per-source SYN rate limit with an nftables dynamic set;
+//! - `ingress-filter`: BCP 38 on the gateway, `fib saddr . iif oif missing`: a packet whose source is
+//!   not routed back through the interface it came in on is dropped (the spoofed part of a flood).
+//!
+//! Every nftables rule lives in a table of vmguard's own, one per defence and victim
+//! (`vmguard_synproxy_qemu`), so `remove` deletes exactly what `apply` added; a sysctl is written
+//! back to the value it had. What is applied is recorded in the lab's run directory
+//! (`mitigations.json`), which `status`, the bench and `lab down` read.
+
+mod rules;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use exec::Cmd;
+use lab::{LabState, VictimKind};
+use serde::{Deserialize, Serialize};
+
+pub use rules::ruleset;
+
+/// A defence, with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "defence", rename_all = "kebab-case")]
+pub enum Defence {
+    /// SYN cookies on or off, and optionally the SYN backlog (`tcp_max_syn_backlog`).
+    Syncookies {
+        on: bool,
+        backlog: Option<u32>,
+    },
+    Synproxy,
+    /// At most `rate` SYNs per second from any one source, `burst` above it.
+    SynRatelimit {
+        rate: u32,
+        burst: u32,
+    },
+    IngressFilter,
+}
+
+/// What a defence is called on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DefenceKind {
+    Syncookies,
+    Synproxy,
+    SynRatelimit,
+    IngressFilter,
+    /// The seed's fix, timer-based coalescing of virtio receive notifications: set through the
+    /// qemu victim's vhost-user backend.
+    Coalesce,
+}
+
+impl DefenceKind {
+    pub const ALL: [DefenceKind; 5] = [
+        DefenceKind::Syncookies,
+        DefenceKind::Synproxy,
+        DefenceKind::SynRatelimit,
+        DefenceKind::IngressFilter,
+        DefenceKind::Coalesce,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefenceKind::Syncookies => "syncookies",
+            DefenceKind::Synproxy => "synproxy",
+            DefenceKind::SynRatelimit => "syn-ratelimit",
+            DefenceKind::IngressFilter => "ingress-filter",
+            DefenceKind::Coalesce => "coalesce",
+        }
+    }
+
+    /// Where the defence goes when `--at` is not given.
+    pub fn default_place(self) -> Place {
+        match self {
+            DefenceKind::Syncookies | DefenceKind::Coalesce => Place::Victim,
+            _ => Place::Gateway,
+        }
+    }
+}
+
+impl std::fmt::Display for DefenceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DefenceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DefenceKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = DefenceKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown defence `{s}`: expected one of {}", names.join(", "))
+        })
+    }
+}
+
+impl Defence {
+    pub fn kind(&self) -> DefenceKind {
+        match self {
+            Defence::Syncookies { .. } => DefenceKind::Syncookies,
+            Defence::Synproxy => DefenceKind::Synproxy,
+            Defence::SynRatelimit { .. } => DefenceKind::SynRatelimit,
+            Defence::IngressFilter => DefenceKind::IngressFilter,
+        }
+    }
+
+    /// A short description with the parameters, for tables.
+    pub fn describe(&self) -> String {
+        match self {
+            Defence::Syncookies { on, backlog } => format!(
+                "SYN cookies {}{}",
+                if *on { "on" } else { "off" },
+                backlog.map(|b| format!(", SYN backlog {b}")).unwrap_or_default()
+            ),
+            Defence::Synproxy => "nftables synproxy".into(),
+            Defence::SynRatelimit { rate, burst } => format!("at most {rate} SYN/s per source, burst {burst}"),
+            Defence::IngressFilter => "BCP 38: drop sources not routed back through their interface".into(),
+        }
+    }
+}
+
+/// Where a defence runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Place {
+    /// The lab's gateway, in front of the victim.
+    Gateway,
+    /// The victim's own kernel.
+    Victim,
+}
+
+impl Place {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Place::Gateway => "gateway",
+            Place::Victim => "victim",
+        }
+    }
+}
+
+impl std::str::FromStr for Place {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gateway" => Ok(Place::Gateway),
+            "victim" => Ok(Place::Victim),
+            _ => Err(format!("`{s}`: expected gateway or victim")),
+        }
+    }
+}
+
+/// A sysctl changed by a defence and the value it had before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysctlChange {
+    /// Path below /proc/sys, e.g. `net/ipv4/tcp_syncookies`.
+    pub key: String,
+    pub previous: String,
+    pub value: String,
+}
+
+/// One applied defence, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub defence: Defence,
+    pub victim: String,
+    pub place: Place,
+    /// The namespace whose nftables and sysctls it changed (for the qemu guest's own sysctls, the
+    /// guest itself: `None`).
+    pub ns: Option<String>,
+    /// The nftables table it added, if any.
+    pub table: Option<String>,
+    /// Sysctls to write back on remove, in order.
+    pub sysctls: Vec<SysctlChange>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MitigateError {
+    /// The request cannot be carried out as asked; the message says what to do instead.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Lab(#[from] lab::LabError),
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{} is not vmguard's mitigation record ({source}); `vmguard lab down` removes the lab and it", path.display())]
+    Unreadable { path: PathBuf, source: serde_json::Error },
+}
+
+fn refused(msg: impl Into<String>) -> MitigateError {
+    MitigateError::Refused(msg.into())
+}
+
+/// The record of applied defences, in the lab's run directory (gone with `lab down`).
+pub fn record_path(state: &LabState) -> PathBuf {
+    LabState::dir(&state.spec).join("mitigations.json")
+}
+
+/// The defences applied on the lab, in the order they were applied.
+pub fn applied(state: &LabState) -> Result<Vec<Applied>, MitigateError> {
+    let path = record_path(state);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|source| MitigateError::Unreadable { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(MitigateError::Io { what: format!("reading {}", path.display()), source: e }),
+    }
+}
+
+fn save(state: &LabState, all: &[Applied]) -> Result<(), MitigateError> {
+    let path = record_path(state);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(all).expect("json");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| MitigateError::Io { what: format!("writing {}", path.display()), source: e })
+}
+
+/// Check that `defence` can run on `victim` at `place`, and say what to do when it cannot.
+pub fn check(kind: DefenceKind, victim: VictimKind, place: Place) -> Result<(), MitigateError> {
+    match (kind, place, victim) {
+        (DefenceKind::Syncookies, Place::Gateway, _) => {
+            Err(refused("syncookies is a setting of the victim's own kernel: use --at victim (the default)"))
+        }
+        (DefenceKind::IngressFilter, Place::Victim, _) => Err(refused(
+            "ingress-filter (BCP 38) filters at the edge, where packets enter from other networks: use --at gateway (the default)",
+        )),
+        (DefenceKind::Synproxy | DefenceKind::SynRatelimit, Place::Victim, VictimKind::Qemu) => Err(refused(format!(
+            "the qemu guest has no nftables (its userland is busybox): apply {kind} with --at gateway, which protects the guest behind it"
+        ))),
+        (DefenceKind::Coalesce, _, VictimKind::Qemu) => Err(refused(
+            "coalesce needs the qemu victim on vmguard's vhost-user backend ([lab.qemu] net_backend = \"vhost-user\"), which the lab does not start yet",
+        )),
+        (DefenceKind::Coalesce, _, other) => Err(refused(format!(
+            "coalesce changes how a hypervisor notifies a guest of received packets: it applies to the qemu victim only, not to {other}"
+        ))),
+        (_, _, VictimKind::Xen) => Err(refused("the xen victim is not built yet")),
+        _ => Ok(()),
+    }
+}
+
+/// Apply `defence` to `victim` at `place` (the defence's default place when `None`). Applying the
+/// same defence with the same parameters again changes nothing; with other parameters it is refused.
+pub fn apply(
+    state: &LabState,
+    defence: &Defence,
+    victim: &str,
+    place: Option<Place>,
+) -> Result<Applied, MitigateError> {
+    if let Defence::SynRatelimit { rate, burst } = defence {
+        if *rate == 0 {
+            return Err(refused("syn-ratelimit: --rate 0 would drop every SYN; give a rate of at least 1 per second"));
+        }
+        if *burst == 0 {
+            return Err(refused("syn-ratelimit: --burst must be at least 1 packet"));
+        }
+    }
+    if let Defence::Syncookies { backlog: Some(b), .. } = defence
+        && !(1..=1 << 20).contains(b)
+    {
+        return Err(refused(format!("syncookies: --backlog {b} is out of range (1 to 1048576)")));
+    }
+    let v = state.victim(victim).ok_or_else(|| {
+        let names: Vec<&str> = state.victims.iter().map(|v| v.name.as_str()).collect();
+        refused(format!("no victim `{victim}` in the lab (victims: {})", names.join(", ")))
+    })?;
+    let kind = defence.kind();
+    let place = place.unwrap_or(kind.default_place());
+    check(kind, v.kind, place)?;
+    let mut all = applied(state)?;
+    if let Some(existing) = all.iter().find(|a| a.defence.kind() == kind && a.victim == victim && a.place == place) {
+        if &existing.defence == defence {
+            return Ok(existing.clone());
+        }
+        return Err(refused(format!(
+            "{kind} is already applied to {victim} at the {} ({}): `vmguard mitigate remove {kind} --victim {victim}` first",
+            place.as_str(),
+            existing.defence.describe()
+        )));
+    }
+    let ns = match place {
+        Place::Gateway => Some(state.plan.gateway_ns.clone()),
+        Place::Victim if v.kind == VictimKind::Qemu => None,
+        Place::Victim => Some(v.ns.clone()),
+    };
+    let mut rec = Applied {
+        defence: defence.clone(),
+        victim: victim.to_string(),
+        place,
+        ns: ns.clone(),
+        table: None,
+        sysctls: Vec::new(),
+    };
+    match defence {
+        Defence::Syncookies { on, backlog } => {
+            let mut changes = vec![("net/ipv4/tcp_syncookies".to_string(), if *on { "1" } else { "0" }.to_string())];
+            if let Some(b) = backlog {
+                changes.push(("net/ipv4/tcp_max_syn_backlog".into(), b.to_string()));
+            }
+            for (key, value) in changes {
+                let previous = write_sysctl(state, v, ns.as_deref(), &key, &value)?;
+                rec.sysctls.push(SysctlChange { key, previous, value });
+            }
+        }
+        _ => {
+            let ns = ns.as_deref().expect("nftables defences run in a namespace");
+            let table = rules::table_name(kind, victim);
+            let script = ruleset(defence, &table, v.address, place);
+            // Synproxy needs conntrack to refuse out-of-window ACKs instead of picking up
+            // connections it never saw: the one sysctl it changes, once per namespace.
+            if kind == DefenceKind::Synproxy
+                && !all.iter().any(|a| a.defence.kind() == DefenceKind::Synproxy && a.ns.as_deref() == Some(ns))
+            {
+                let key = "net/netfilter/nf_conntrack_tcp_loose".to_string();
+                let previous = write_sysctl(state, v, Some(ns), &key, "0")?;
+                rec.sysctls.push(SysctlChange { key, previous, value: "0".into() });
+            }
+            if let Err(e) = Cmd::new("nft").args(["-f", "-"]).netns(ns).stdin(script).run() {
+                undo_sysctls(state, v, &rec);
+                return Err(e.into());
+            }
+            rec.table = Some(table);
+        }
+    }
+    all.push(rec.clone());
+    save(state, &all)?;
+    Ok(rec)
+}
+
+/// Remove the defence `kind` from `victim` at `place` (its default place when `None`).
+pub fn remove(
+    state: &LabState,
+    kind: DefenceKind,
+    victim: &str,
+    place: Option<Place>,
+) -> Result<Applied, MitigateError> {
+    let place = place.unwrap_or(kind.default_place());
+    let mut all = applied(state)?;
+    let Some(i) = all.iter().position(|a| a.defence.kind() == kind && a.victim == victim && a.place == place) else {
+        return Err(refused(format!(
+            "{kind} is not applied to {victim} at the {}: `vmguard mitigate status` lists what is",
+            place.as_str()
+        )));
+    };
+    let mut rec = all.remove(i);
+    let v = state.victim(victim).ok_or_else(|| refused(format!("no victim `{victim}` in the lab")))?;
+    if let (Some(table), Some(ns)) = (&rec.table, &rec.ns) {
+        Cmd::new("nft").args(["delete", "table", rules::FAMILY, table]).netns(ns).run()?;
+    }
+    // Another synproxy in the same namespace still needs the conntrack setting: hand it over.
+    if kind == DefenceKind::Synproxy
+        && let Some(other) = all.iter_mut().find(|a| a.defence.kind() == DefenceKind::Synproxy && a.ns == rec.ns)
+    {
+        other.sysctls.append(&mut rec.sysctls);
+    }
+    save(state, &all)?;
+    for change in rec.sysctls.iter().rev() {
+        write_sysctl(state, v, rec.ns.as_deref(), &change.key, &change.previous)?;
+    }
+    Ok(rec)
+}
+
+fn undo_sysctls(state: &LabState, v: &lab::VictimState, rec: &Applied) {
+    for change in rec.sysctls.iter().rev() {
+        if let Err(e) = write_sysctl(state, v, rec.ns.as_deref(), &change.key, &change.previous) {
+            tracing::warn!("restoring {} after a failed apply: {e}", change.key);
+        }
+    }
+}
+
+/// Write a sysctl in namespace `ns` (or, for `None`, in the qemu guest) and return its old value.
+fn write_sysctl(
+    state: &LabState,
+    v: &lab::VictimState,
+    ns: Option<&str>,
+    key: &str,
+    value: &str,
+) -> Result<String, MitigateError> {
+    if key.contains("..") || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/') {
+        return Err(refused(format!("`{key}` is not a sysctl name")));
+    }
+    let path = format!("/proc/sys/{key}");
+    let script = format!("cat {path} && echo {value} > {path}");
+    let out = match ns {
+        // The container's /proc/sys is read-only inside it: its namespace's sysctls are set from
+        // the host, as for the vanilla victim and the gateway.
+        Some(ns) => Cmd::new("sh").args(["-c", &script]).netns(ns).timeout(Duration::from_secs(10)).stdout()?,
+        None => {
+            let argv = ["sh".to_string(), "-c".to_string(), script.clone()];
+            let out = lab::victim::run_in(state, &v.name, &argv, Duration::from_secs(60))?;
+            if out.status != 0 {
+                return Err(refused(format!("setting {key} in {} failed: {}", v.name, out.output.trim())));
+            }
+            out.output
+        }
+    };
+    Ok(out.lines().next().unwrap_or("").trim().to_string())
+}
+
+/// One applied defence and whether what it changed is still in place.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    #[serde(flatten)]
+    pub applied: Applied,
+    pub description: String,
+    /// Its nftables table is in the namespace's ruleset (`None` for a sysctl-only defence).
+    pub table_present: Option<bool>,
+    /// Packets its drop or synproxy rules counted, where nftables counts them.
+    pub counted_packets: Option<u64>,
+}
+
+/// Every applied defence, checked against the live rulesets.
+pub fn status(state: &LabState) -> Result<Vec<Status>, MitigateError> {
+    applied(state)?
+        .into_iter()
+        .map(|a| {
+            let listing = match (&a.table, &a.ns) {
+                (Some(table), Some(ns)) => {
+                    Some(Cmd::new("nft").args(["list", "table", rules::FAMILY, table]).netns(ns).stdout().ok())
+                }
+                _ => None,
+            };
+            Ok(Status {
+                description: a.defence.describe(),
+                table_present: listing.as_ref().map(Option::is_some),
+                counted_packets: listing.flatten().map(|l| rules::counted_packets(&l)),
+                applied: a,
+            })
+        })
+        .collect()
+}
+
+/// The nftables tables of vmguard's defences present in namespace `ns` (what `remove` must leave empty).
+pub fn tables_in(ns: &str) -> Result<Vec<String>, MitigateError> {
+    let out = Cmd::new("nft").args(["list", "tables"]).netns(ns).stdout()?;
+    Ok(rules::defence_tables(&out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_refusals_say_what_to_do() {
+        for k in DefenceKind::ALL {
+            assert_eq!(k.as_str().parse::<DefenceKind>().unwrap(), k);
+        }
+        let err = "cookies".parse::<DefenceKind>().unwrap_err();
+        assert!(err.contains("syncookies, synproxy, syn-ratelimit, ingress-filter, coalesce"), "{err}");
+        assert!("edge".parse::<Place>().is_err());
+        let e = check(DefenceKind::Syncookies, VictimKind::Vanilla, Place::Gateway).unwrap_err().to_string();
+        assert!(e.contains("--at victim"), "{e}");
+        let e = check(DefenceKind::Synproxy, VictimKind::Qemu, Place::Victim).unwrap_err().to_string();
+        assert!(e.contains("--at gateway"), "{e}");
+        let e = check(DefenceKind::IngressFilter, VictimKind::Container, Place::Victim).unwrap_err().to_string();
+        assert!(e.contains("--at gateway"), "{e}");
+        assert!(check(DefenceKind::Coalesce, VictimKind::Vanilla, Place::Victim).is_err());
+        for kind in [DefenceKind::Synproxy, DefenceKind::SynRatelimit] {
+            for victim in [VictimKind::Vanilla, VictimKind::Container] {
+                check(kind, victim, Place::Victim).unwrap();
+                check(kind, victim, Place::Gateway).unwrap();
+            }
+            check(kind, VictimKind::Qemu, Place::Gateway).unwrap();
+        }
+        check(DefenceKind::Syncookies, VictimKind::Qemu, Place::Victim).unwrap();
+    }
+
+    #[test]
+    fn records_round_trip_as_json() {
+        let a = Applied {
+            defence: Defence::SynRatelimit { rate: 20, burst: 40 },
+            victim: "qemu".into(),
+            place: Place::Gateway,
+            ns: Some("vmg-gw".into()),
+            table: Some("vmguard_syn_ratelimit_qemu".into()),
+            sysctls: vec![],
+        };
+        let text = serde_json::to_string(std::slice::from_ref(&a)).unwrap();
+        assert!(text.contains("\"defence\":\"syn-ratelimit\""), "{text}");
+        let back: Vec<Applied> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, [a]);
+    }
+}
