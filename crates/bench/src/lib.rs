@@ -14,7 +14,7 @@ pub mod report;
 pub mod runner;
 pub mod summary;
 
-pub use matrix::{Benchmark, CellRecord, CellSpec, FileioSpec, MatrixSpec, NetBackend, Phase, Profile};
+pub use matrix::{Benchmark, CellRecord, CellSpec, FileioSpec, MatrixSpec, Mitigation, NetBackend, Phase, Profile};
 pub use parse::ParseError;
 pub use runner::{Event, RunOptions, run_matrix};
 
@@ -61,6 +61,9 @@ pub enum BenchError {
     /// The web application did not answer its health check.
     #[error("{url} did not answer within {timeout:?}; its log: {log}")]
     WebNotAnswering { url: String, timeout: std::time::Duration, log: String },
+    /// A defence could not be applied or removed.
+    #[error("{victim}: {source}")]
+    Mitigate { victim: String, source: Box<mitigate::MitigateError> },
     /// The cell's configuration cannot run on this host.
     #[error("{0}")]
     Unavailable(String),

@@ -134,6 +134,86 @@ impl std::str::FromStr for NetBackend {
     }
 }
 
+/// A defence the victim runs with during a cell (`vmguard bench --mitigations`), applied through
+/// `mitigate` with its defaults: the nftables ones on the gateway, SYN cookies in the victim.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mitigation {
+    /// The victim as the lab set it up.
+    #[default]
+    None,
+    SyncookiesOff,
+    Synproxy,
+    SynRatelimit,
+    IngressFilter,
+    CoalesceFixed,
+    CoalesceAdaptive,
+}
+
+impl Mitigation {
+    pub const ALL: [Mitigation; 7] = [
+        Mitigation::None,
+        Mitigation::SyncookiesOff,
+        Mitigation::Synproxy,
+        Mitigation::SynRatelimit,
+        Mitigation::IngressFilter,
+        Mitigation::CoalesceFixed,
+        Mitigation::CoalesceAdaptive,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mitigation::None => "none",
+            Mitigation::SyncookiesOff => "syncookies-off",
+            Mitigation::Synproxy => "synproxy",
+            Mitigation::SynRatelimit => "syn-ratelimit",
+            Mitigation::IngressFilter => "ingress-filter",
+            Mitigation::CoalesceFixed => "coalesce-fixed",
+            Mitigation::CoalesceAdaptive => "coalesce-adaptive",
+        }
+    }
+
+    /// The defence to apply, or `None` for the victim as it is.
+    pub fn defence(self) -> Option<mitigate::Defence> {
+        use mitigate::Defence;
+        match self {
+            Mitigation::None => None,
+            Mitigation::SyncookiesOff => Some(Defence::Syncookies { on: false, backlog: None }),
+            Mitigation::Synproxy => Some(Defence::Synproxy),
+            // mitigate's command-line defaults.
+            Mitigation::SynRatelimit => Some(Defence::SynRatelimit { rate: 20, burst: 40 }),
+            Mitigation::IngressFilter => Some(Defence::IngressFilter),
+            Mitigation::CoalesceFixed | Mitigation::CoalesceAdaptive => None,
+        }
+    }
+
+    /// `None` when the mitigation can run on `victim`, else why not.
+    pub fn unavailable_reason(self, victim: VictimKind) -> Option<String> {
+        let kind = match self {
+            Mitigation::None => return None,
+            Mitigation::CoalesceFixed | Mitigation::CoalesceAdaptive => mitigate::DefenceKind::Coalesce,
+            m => m.defence().expect("an nftables or sysctl defence").kind(),
+        };
+        mitigate::check(kind, victim, kind.default_place()).err().map(|e| format!("{}: {e}", self.as_str()))
+    }
+}
+
+impl std::fmt::Display for Mitigation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Mitigation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Mitigation::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Mitigation::ALL.iter().map(|m| m.as_str()).collect();
+            format!("unknown mitigation `{s}`: expected {}", names.join(", "))
+        })
+    }
+}
+
 /// What a run covers. Every list is a dimension of the matrix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MatrixSpec {
@@ -145,6 +225,9 @@ pub struct MatrixSpec {
     pub attack_rates: Vec<Rate>,
     /// Backends of the qemu victim (other victims have none).
     pub backends: Vec<NetBackend>,
+    /// Defences the victims run with, each a dimension value.
+    #[serde(default = "no_mitigation")]
+    pub mitigations: Vec<Mitigation>,
     /// How long each benchmark runs.
     pub duration: Duration,
     /// sysbench fileio's files.
@@ -175,6 +258,10 @@ impl FileioSpec {
         }
         a
     }
+}
+
+fn no_mitigation() -> Vec<Mitigation> {
+    vec![Mitigation::None]
 }
 
 /// A named set of matrix parameters (`vmguard bench --profile`).
@@ -212,6 +299,7 @@ impl MatrixSpec {
             syncookies: vec![true],
             attack_rates: vec![attack_rate],
             backends: vec![NetBackend::Virtio],
+            mitigations: no_mitigation(),
             duration: Duration::from_secs(6),
             fileio: FileioSpec { files: 8, ..FileioSpec::SEED },
             web_connections: 8,
@@ -246,20 +334,23 @@ impl MatrixSpec {
             let backends: Vec<Option<NetBackend>> =
                 if victim == VictimKind::Qemu { self.backends.iter().copied().map(Some).collect() } else { vec![None] };
             for backend in backends {
-                for &syncookies in &self.syncookies {
-                    for &attack_rate in &self.attack_rates {
-                        for &benchmark in &self.benchmarks {
-                            for rep in 0..self.reps {
-                                for phase in [Phase::Idle, Phase::Attack] {
-                                    out.push(CellSpec {
-                                        victim,
-                                        backend,
-                                        syncookies,
-                                        attack_rate,
-                                        benchmark,
-                                        rep,
-                                        phase,
-                                    });
+                for &mitigation in &self.mitigations {
+                    for &syncookies in &self.syncookies {
+                        for &attack_rate in &self.attack_rates {
+                            for &benchmark in &self.benchmarks {
+                                for rep in 0..self.reps {
+                                    for phase in [Phase::Idle, Phase::Attack] {
+                                        out.push(CellSpec {
+                                            victim,
+                                            backend,
+                                            mitigation,
+                                            syncookies,
+                                            attack_rate,
+                                            benchmark,
+                                            rep,
+                                            phase,
+                                        });
+                                    }
                                 }
                             }
                         }
@@ -276,6 +367,9 @@ impl MatrixSpec {
 pub struct CellSpec {
     pub victim: VictimKind,
     pub backend: Option<NetBackend>,
+    /// Stored results from before the dimension existed ran without one.
+    #[serde(default)]
+    pub mitigation: Mitigation,
     pub syncookies: bool,
     pub attack_rate: Rate,
     pub benchmark: Benchmark,
@@ -291,14 +385,19 @@ impl CellSpec {
 
     /// Everything but phase and repetition: the cells whose figures are summarized together.
     pub fn group_key(&self) -> String {
-        format!(
+        let key = format!(
             "{}/{}/cookies-{}/{}/{}",
             self.victim,
             self.benchmark,
             if self.syncookies { "on" } else { "off" },
             self.attack_rate,
             self.backend.map(NetBackend::as_str).unwrap_or("host")
-        )
+        );
+        // Keys of runs without a defence stay what they were before the dimension existed.
+        match self.mitigation {
+            Mitigation::None => key,
+            m => format!("{key}/{m}"),
+        }
     }
 }
 
@@ -385,6 +484,24 @@ mod tests {
         assert_eq!(MatrixSpec::full(rate).fileio.total_mib, 2048, "the README's matrix uses the seed's 2 GB");
         assert_eq!("seed".parse::<Profile>().unwrap(), Profile::Seed);
         assert!("fast".parse::<Profile>().unwrap_err().contains("quick, default or seed"));
+    }
+
+    #[test]
+    fn mitigations_are_a_dimension_and_say_where_they_cannot_run() {
+        let mut m = MatrixSpec::quick(Rate::BitsPerSec(10_000_000));
+        m.benchmarks = vec![Benchmark::Web];
+        m.mitigations = vec![Mitigation::None, Mitigation::Synproxy];
+        let cells = m.cells();
+        assert_eq!(cells.len(), 3 * 2 * 2);
+        assert!(cells.iter().any(|c| c.key() == "qemu/web/cookies-on/10mbit/virtio/synproxy/attack/rep0"));
+        assert!(cells.iter().any(|c| c.key() == "qemu/web/cookies-on/10mbit/virtio/attack/rep0"));
+        assert_eq!(Mitigation::Synproxy.unavailable_reason(VictimKind::Qemu), None, "on the gateway");
+        assert!(Mitigation::CoalesceFixed.unavailable_reason(VictimKind::Vanilla).is_some());
+        assert!("synproxy".parse::<Mitigation>().is_ok());
+        assert!("cookies".parse::<Mitigation>().unwrap_err().contains("syncookies-off"));
+        // A stored cell from before the dimension reads as `none`.
+        let old = r#"{"victim":"qemu","backend":"virtio","syncookies":true,"attack_rate":"10mbit","benchmark":"web","rep":0,"phase":"idle"}"#;
+        assert_eq!(serde_json::from_str::<CellSpec>(old).unwrap().mitigation, Mitigation::None);
     }
 
     #[test]

@@ -332,6 +332,31 @@ pub fn section(info: &RunInfo, records: &[CellRecord]) -> String {
     }
     h.push_str("</table>");
 
+    // Defences: does any of them keep the web service up under attack, per victim kind?
+    let defences = summary::defence_table(records);
+    if !defences.is_empty() {
+        h.push_str("<h2 id=\"defences\">Defences: web loss under attack</h2><p>Requests/s of the two-tier web benchmark idle and under the SYN flood, each with the same defence applied (the nftables defences on the gateway, SYN cookies in the victim). The seed concluded that these defences do not protect VMs adequately.</p>");
+        h.push_str(
+            "<table><tr><th>victim</th><th>defence</th><th>idle req/s</th><th>attack req/s</th><th>web loss</th></tr>",
+        );
+        for d in &defences {
+            let loss = match (&d.unavailable, d.web_loss_pct) {
+                (Some(why), _) => format!("<span class=\"bad\">not run: {}</span>", escape(why)),
+                (None, Some(l)) => format!("{}%", fmt_num(l)),
+                (None, None) => "–".into(),
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{loss}</td></tr>",
+                escape(&d.victim),
+                escape(&d.mitigation),
+                opt(d.idle_rps),
+                opt(d.attack_rps)
+            );
+        }
+        h.push_str("</table>");
+    }
+
     // The two tiers of the web benchmark.
     let tiers = summary::web_tiers(records);
     if !tiers.is_empty() {
@@ -445,10 +470,11 @@ pub fn section(info: &RunInfo, records: &[CellRecord]) -> String {
 
 fn setting_label(r: &Row) -> String {
     format!(
-        "SYN cookies {}, flood {}{}",
+        "SYN cookies {}, flood {}{}{}",
         if r.syncookies { "on" } else { "off" },
         r.attack_rate,
-        if r.backend == "-" { String::new() } else { format!(", qemu {}", r.backend) }
+        if r.backend == "-" { String::new() } else { format!(", qemu {}", r.backend) },
+        if r.mitigation == "none" { String::new() } else { format!(", defence {}", r.mitigation) }
     )
     .replace(", qemu virtio", "")
 }

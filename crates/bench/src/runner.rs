@@ -169,6 +169,8 @@ struct VictimCtx<'a> {
     /// The same directory on the host, for the vanilla victim; wrk's script lives in `host_dir`.
     host_dir: PathBuf,
     syncookies: Option<bool>,
+    /// The defence applied for the current cells (`None`: the victim as the lab set it up).
+    mitigation: crate::Mitigation,
     /// Services started once per victim: their outcome, shared by every cell that needs them.
     iperf: Option<Result<(), Arc<BenchError>>>,
     webapp: Option<Result<String, Arc<BenchError>>>,
@@ -211,6 +213,7 @@ impl<'a> VictimCtx<'a> {
             dir,
             host_dir,
             syncookies: None,
+            mitigation: crate::Mitigation::None,
             iperf: None,
             webapp: None,
             fileio: None,
@@ -264,6 +267,23 @@ impl<'a> VictimCtx<'a> {
             VictimKind::Xen => return Err(BenchError::NotBuilt(VictimKind::Xen)),
         }
         self.syncookies = Some(on);
+        Ok(())
+    }
+
+    /// Take the current defence away and apply `m` (with mitigate's defaults).
+    fn set_mitigation(&mut self, m: crate::Mitigation) -> Result<(), BenchError> {
+        if self.mitigation == m {
+            return Ok(());
+        }
+        let fail = |source| BenchError::Mitigate { victim: self.victim.name.clone(), source: Box::new(source) };
+        if let Some(current) = self.mitigation.defence() {
+            mitigate::remove(self.state, current.kind(), &self.victim.name, None).map_err(fail)?;
+        }
+        self.mitigation = crate::Mitigation::None;
+        if let Some(d) = m.defence() {
+            mitigate::apply(self.state, &d, &self.victim.name, None).map_err(fail)?;
+        }
+        self.mitigation = m;
         Ok(())
     }
 
@@ -360,7 +380,11 @@ impl<'a> VictimCtx<'a> {
         if let Some(reason) = cell.backend.and_then(|b| b.unavailable_reason()) {
             return Err(BenchError::Unavailable(reason));
         }
+        if let Some(reason) = cell.mitigation.unavailable_reason(cell.victim) {
+            return Err(BenchError::Unavailable(reason));
+        }
         self.set_syncookies(cell.syncookies).map_err(|e| self.setup("setting SYN cookies", e))?;
+        self.set_mitigation(cell.mitigation)?;
         // A service that failed to start is the error of every cell that needs it.
         let port = match cell.benchmark {
             Benchmark::Network => {
@@ -546,8 +570,11 @@ impl<'a> VictimCtx<'a> {
     }
 
     /// Stop the victim's services and remove its files; returns what could not be undone.
-    fn teardown(self) -> Vec<String> {
+    fn teardown(mut self) -> Vec<String> {
         let mut notes = Vec::new();
+        if let Err(e) = self.set_mitigation(crate::Mitigation::None) {
+            notes.push(format!("removing the defence: {e}"));
+        }
         let t = Duration::from_secs(60);
         if let Some(Ok(pid)) = &self.webapp
             && let Err(e) = self.sh(&format!("kill {pid}"), t)

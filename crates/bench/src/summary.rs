@@ -39,6 +39,8 @@ pub struct Row {
     pub syncookies: bool,
     pub attack_rate: String,
     pub backend: String,
+    /// The defence the cells ran with (`none`: the victim as the lab set it up).
+    pub mitigation: String,
     pub metric: String,
     pub unit: String,
     pub idle: Option<Spread>,
@@ -88,6 +90,7 @@ pub fn rows(records: &[CellRecord]) -> Vec<Row> {
                 syncookies: c.syncookies,
                 attack_rate: c.attack_rate.to_string(),
                 backend: c.backend.map(|b| b.as_str().to_string()).unwrap_or_else(|| "-".into()),
+                mitigation: c.mitigation.to_string(),
                 metric: metric.into(),
                 unit: unit.into(),
                 idle,
@@ -169,6 +172,37 @@ pub fn cpu_table(records: &[CellRecord]) -> Vec<CpuRow> {
         }
     }
     out
+}
+
+/// Web loss under attack for one victim kind and defence (the seed's conclusion, checked per kind).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DefenceRow {
+    pub victim: String,
+    pub mitigation: String,
+    pub idle_rps: Option<f64>,
+    pub attack_rps: Option<f64>,
+    /// Requests/s lost under attack, % of the idle median with the same defence.
+    pub web_loss_pct: Option<f64>,
+    /// The reason the defence could not run here, if it could not.
+    pub unavailable: Option<String>,
+}
+
+/// Victim kind x defence -> web loss, from the web rows; empty when the run had no defence.
+pub fn defence_table(records: &[CellRecord]) -> Vec<DefenceRow> {
+    let web: Vec<Row> = rows(records).into_iter().filter(|r| r.benchmark == Benchmark::Web).collect();
+    if web.iter().all(|r| r.mitigation == "none") {
+        return Vec::new();
+    }
+    web.into_iter()
+        .map(|r| DefenceRow {
+            unavailable: (r.idle.is_none() && r.attack.is_none()).then(|| r.errors.first().cloned()).flatten(),
+            victim: r.victim,
+            mitigation: r.mitigation,
+            idle_rps: r.idle.map(|s| s.median),
+            attack_rps: r.attack.map(|s| s.median),
+            web_loss_pct: r.degradation,
+        })
+        .collect()
 }
 
 /// The two-tier web benchmark of one victim in one phase: medians over its repetitions.
@@ -356,6 +390,26 @@ pub(crate) mod tests {
         let t2 = profile_table(&recs);
         let rx = t2.iter().find(|r| r.victim == "qemu" && r.counter.starts_with("NET_RX")).unwrap();
         assert_eq!(rx.ratio, Some(2000.0));
+    }
+
+    #[test]
+    fn the_defence_table_compares_each_defence_with_its_own_idle() {
+        let recs = fake_records();
+        assert!(defence_table(&recs).is_empty(), "no defence in the run: no table");
+        let mut with = recs.clone();
+        with.extend(recs.iter().filter(|r| r.cell.benchmark == Benchmark::Web).map(|r| {
+            let mut r = r.clone();
+            r.cell.mitigation = crate::Mitigation::IngressFilter;
+            // The filter keeps qemu's attack throughput at its idle level.
+            if r.cell.victim == lab::VictimKind::Qemu {
+                r.value = Some(100.0);
+            }
+            r
+        }));
+        let t = defence_table(&with);
+        assert_eq!(t.len(), 6, "3 victims x 2 defences");
+        let q = |m: &str| t.iter().find(|d| d.victim == "qemu" && d.mitigation == m).unwrap().web_loss_pct;
+        assert_eq!((q("none"), q("ingress-filter")), (Some(50.0), Some(0.0)));
     }
 
     #[test]

@@ -45,6 +45,11 @@ pub struct BenchArgs {
     /// the host lacks it).
     #[arg(long = "net-backend", value_delimiter = ',')]
     pub backends: Vec<NetBackend>,
+    /// Defences the victims run with, each a dimension: none, syncookies-off, synproxy,
+    /// syn-ratelimit, ingress-filter, coalesce-fixed, coalesce-adaptive (a cell whose defence
+    /// cannot run on its victim says why).
+    #[arg(long, value_delimiter = ',')]
+    pub mitigations: Vec<bench::Mitigation>,
     /// The store that keeps every cell's raw output and figures.
     #[arg(long, default_value = "vmguard.db")]
     pub db: PathBuf,
@@ -69,6 +74,7 @@ struct BenchReport<'a> {
     table1_cpu: Vec<summary::CpuRow>,
     table2_profile: Vec<summary::ProfileRow>,
     web_tiers: Vec<summary::WebTierRow>,
+    defences: Vec<summary::DefenceRow>,
     records: &'a [CellRecord],
 }
 
@@ -104,6 +110,9 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     m.syncookies = if args.syncookies.is_empty() { vec![spec.syncookies] } else { args.syncookies.clone() };
     if !args.backends.is_empty() {
         m.backends = args.backends.clone();
+    }
+    if !args.mitigations.is_empty() {
+        m.mitigations = args.mitigations.clone();
     }
     let cells = m.cells().len();
 
@@ -176,6 +185,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         table1_cpu: summary::cpu_table(&records),
         table2_profile: summary::profile_table(&records),
         web_tiers: summary::web_tiers(&records),
+        defences: summary::defence_table(&records),
         records: &records,
     };
     if cli.json {
@@ -273,6 +283,23 @@ fn print_tables(r: &BenchReport<'_>) {
                 rows
             )
         );
+    }
+    if !r.defences.is_empty() {
+        println!("Defences: web loss under attack against idle, each with the same defence");
+        let opt = |v: Option<f64>| v.map(fmt).unwrap_or_else(|| "–".into());
+        let rows = r.defences.iter().map(|d| {
+            vec![
+                d.victim.clone(),
+                d.mitigation.clone(),
+                opt(d.idle_rps),
+                opt(d.attack_rps),
+                match (&d.unavailable, d.web_loss_pct) {
+                    (Some(why), _) => format!("not run: {why}"),
+                    (None, l) => l.map(|l| format!("{}%", fmt(l))).unwrap_or_else(|| "–".into()),
+                },
+            ]
+        });
+        println!("{}", output::table(&["victim", "defence", "idle req/s", "attack req/s", "web loss"], rows));
     }
     if !r.web_tiers.is_empty() {
         println!("Two-tier web benchmark (medians; CPU in % of one core, as the victim counts it)");
