@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use lab::{Rate, VictimKind};
+use lab::{QemuNetBackend, Rate, VictimKind, VictimState};
 use serde::{Deserialize, Serialize};
 
 use crate::parse::Figures;
@@ -95,10 +95,12 @@ impl Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetBackend {
-    /// qemu's own virtio-net device model (userspace): what the lab runs.
+    /// qemu's own virtio-net device model (userspace): `[lab.qemu] net_backend = "virtio"`.
     Virtio,
     /// The in-kernel vhost-net backend (needs /dev/vhost-net).
     VhostNet,
+    /// vmguard's vhost-user backend (`vmguard-vhost-net`): `net_backend = "vhost-user"`.
+    VhostUser,
 }
 
 impl NetBackend {
@@ -106,13 +108,27 @@ impl NetBackend {
         match self {
             NetBackend::Virtio => "virtio",
             NetBackend::VhostNet => "vhost-net",
+            NetBackend::VhostUser => "vhost-user",
         }
     }
 
-    /// `None` when the backend can run here, else why not.
-    pub fn unavailable_reason(self) -> Option<String> {
+    /// The backend a lab configured with `lab` runs qemu with.
+    pub fn of_lab(lab: QemuNetBackend) -> NetBackend {
+        match lab {
+            QemuNetBackend::Virtio => NetBackend::Virtio,
+            QemuNetBackend::VhostUser => NetBackend::VhostUser,
+        }
+    }
+
+    /// `None` when the backend can run on a lab whose qemu runs on `lab`, else why not. The lab's
+    /// backend is chosen at `lab up`: a cell never switches it.
+    pub fn unavailable_reason(self, lab: QemuNetBackend) -> Option<String> {
+        let other = |x: NetBackend| {
+            Some(format!("{x} unavailable: the lab runs qemu with {lab}; set [lab.qemu] net_backend and lab up again"))
+        };
         match self {
-            NetBackend::Virtio => None,
+            NetBackend::Virtio | NetBackend::VhostUser if self == NetBackend::of_lab(lab) => None,
+            NetBackend::Virtio | NetBackend::VhostUser => other(self),
             NetBackend::VhostNet if !std::path::Path::new("/dev/vhost-net").exists() => {
                 Some("vhost-net unavailable: /dev/vhost-net does not exist (host kernel without CONFIG_VHOST_NET)".into())
             }
@@ -123,13 +139,20 @@ impl NetBackend {
     }
 }
 
+impl std::fmt::Display for NetBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::str::FromStr for NetBackend {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "virtio" | "virtio-net" | "user" => Ok(NetBackend::Virtio),
             "vhost" | "vhost-net" => Ok(NetBackend::VhostNet),
-            _ => Err(format!("unknown network backend `{s}`: expected virtio or vhost-net")),
+            "vhost-user" => Ok(NetBackend::VhostUser),
+            _ => Err(format!("unknown network backend `{s}`: expected virtio, vhost-net or vhost-user")),
         }
     }
 }
@@ -183,18 +206,27 @@ impl Mitigation {
             // mitigate's command-line defaults.
             Mitigation::SynRatelimit => Some(Defence::SynRatelimit { rate: 20, burst: 40 }),
             Mitigation::IngressFilter => Some(Defence::IngressFilter),
-            Mitigation::CoalesceFixed | Mitigation::CoalesceAdaptive => None,
+            // mitigate's command-line defaults (and vmguard-vhost-net's).
+            Mitigation::CoalesceFixed => Some(Defence::Coalesce {
+                mode: mitigate::CoalesceMode::Fixed,
+                rx_usecs: 200,
+                rx_frames: 32,
+                pps_threshold: 20_000,
+            }),
+            Mitigation::CoalesceAdaptive => Some(Defence::Coalesce {
+                mode: mitigate::CoalesceMode::Adaptive,
+                rx_usecs: 200,
+                rx_frames: 32,
+                pps_threshold: 20_000,
+            }),
         }
     }
 
-    /// `None` when the mitigation can run on `victim`, else why not.
-    pub fn unavailable_reason(self, victim: VictimKind) -> Option<String> {
-        let kind = match self {
-            Mitigation::None => return None,
-            Mitigation::CoalesceFixed | Mitigation::CoalesceAdaptive => mitigate::DefenceKind::Coalesce,
-            m => m.defence().expect("an nftables or sysctl defence").kind(),
-        };
-        mitigate::check(kind, victim, kind.default_place()).err().map(|e| format!("{}: {e}", self.as_str()))
+    /// `None` when the mitigation can run on `victim` (coalesce: only on the vhost-user backend),
+    /// else why not.
+    pub fn unavailable_reason(self, victim: &VictimState) -> Option<String> {
+        let kind = self.defence()?.kind();
+        mitigate::check_victim(kind, victim, kind.default_place()).err().map(|e| format!("{}: {e}", self.as_str()))
     }
 }
 
@@ -495,8 +527,17 @@ mod tests {
         assert_eq!(cells.len(), 3 * 2 * 2);
         assert!(cells.iter().any(|c| c.key() == "qemu/web/cookies-on/10mbit/virtio/synproxy/attack/rep0"));
         assert!(cells.iter().any(|c| c.key() == "qemu/web/cookies-on/10mbit/virtio/attack/rep0"));
-        assert_eq!(Mitigation::Synproxy.unavailable_reason(VictimKind::Qemu), None, "on the gateway");
-        assert!(Mitigation::CoalesceFixed.unavailable_reason(VictimKind::Vanilla).is_some());
+        let plan = lab::LabSpec::default().plan();
+        let victim = |kind| VictimState::new(kind, plan.victim(kind).unwrap(), vec![], "/dev/null".into());
+        let mut qemu = victim(VictimKind::Qemu);
+        assert_eq!(Mitigation::Synproxy.unavailable_reason(&qemu), None, "on the gateway");
+        assert!(Mitigation::CoalesceFixed.unavailable_reason(&victim(VictimKind::Vanilla)).is_some());
+        // coalesce depends on the qemu victim's backend.
+        let why = Mitigation::CoalesceAdaptive.unavailable_reason(&qemu).unwrap();
+        assert!(why.contains("net_backend = \"vhost-user\""), "{why}");
+        qemu.net_control_socket = Some("/run/vhost-net-ctl.sock".into());
+        assert_eq!(Mitigation::CoalesceAdaptive.unavailable_reason(&qemu), None);
+        assert_eq!(Mitigation::CoalesceFixed.defence().unwrap().kind(), mitigate::DefenceKind::Coalesce);
         assert!("synproxy".parse::<Mitigation>().is_ok());
         assert!("cookies".parse::<Mitigation>().unwrap_err().contains("syncookies-off"));
         // A stored cell from before the dimension reads as `none`.
@@ -511,6 +552,15 @@ mod tests {
         }
         assert!("gpu".parse::<Benchmark>().unwrap_err().contains("expected"));
         assert_eq!("vhost".parse::<NetBackend>().unwrap(), NetBackend::VhostNet);
-        assert!(NetBackend::Virtio.unavailable_reason().is_none());
+        assert_eq!("vhost-user".parse::<NetBackend>().unwrap(), NetBackend::VhostUser);
+        assert!(NetBackend::Virtio.unavailable_reason(QemuNetBackend::Virtio).is_none());
+        assert!(NetBackend::VhostUser.unavailable_reason(QemuNetBackend::VhostUser).is_none());
+        // A cell on another backend than the lab's is unavailable, not switched to.
+        let why = NetBackend::VhostUser.unavailable_reason(QemuNetBackend::Virtio).unwrap();
+        assert_eq!(
+            why,
+            "vhost-user unavailable: the lab runs qemu with virtio; set [lab.qemu] net_backend and lab up again"
+        );
+        assert!(NetBackend::Virtio.unavailable_reason(QemuNetBackend::VhostUser).unwrap().contains("with vhost-user"));
     }
 }

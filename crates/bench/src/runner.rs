@@ -377,10 +377,10 @@ impl<'a> VictimCtx<'a> {
     }
 
     fn run_cell_inner(&mut self, cell: &CellSpec, raw: &mut String) -> Result<CellRecord, BenchError> {
-        if let Some(reason) = cell.backend.and_then(|b| b.unavailable_reason()) {
+        if let Some(reason) = cell.backend.and_then(|b| b.unavailable_reason(self.state.spec.qemu.net_backend)) {
             return Err(BenchError::Unavailable(reason));
         }
-        if let Some(reason) = cell.mitigation.unavailable_reason(cell.victim) {
+        if let Some(reason) = cell.mitigation.unavailable_reason(&self.victim) {
             return Err(BenchError::Unavailable(reason));
         }
         self.set_syncookies(cell.syncookies).map_err(|e| self.setup("setting SYN cookies", e))?;

@@ -17,7 +17,9 @@ pub mod state;
 pub mod victim;
 
 pub use lab::{DownReport, StatusReport, VictimStatus, down, gateway_drop, require_root, status, up};
-pub use spec::{AccelChoice, BUILT_VICTIMS, ContainerSpec, Host, LabSpec, Plan, QemuSpec, Rate, VictimKind};
+pub use spec::{
+    AccelChoice, BUILT_VICTIMS, ContainerSpec, Host, LabSpec, Plan, QemuNetBackend, QemuSpec, Rate, VictimKind,
+};
 pub use state::{LabState, Phase, VictimState};
 pub use victim::qemu::{GuestChannelError, GuestOutput, guest_run};
 

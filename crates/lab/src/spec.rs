@@ -30,6 +30,32 @@ pub enum AccelChoice {
     Tcg,
 }
 
+/// How the qemu victim's virtio-net device reaches the tap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QemuNetBackend {
+    /// qemu's own virtio-net device model on the tap.
+    #[default]
+    Virtio,
+    /// vmguard's vhost-user backend (`vmguard-vhost-net`) on the tap: RX notification coalescing.
+    VhostUser,
+}
+
+impl QemuNetBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QemuNetBackend::Virtio => "virtio",
+            QemuNetBackend::VhostUser => "vhost-user",
+        }
+    }
+}
+
+impl std::fmt::Display for QemuNetBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QemuSpec {
@@ -45,6 +71,8 @@ pub struct QemuSpec {
     /// Extra host programs copied into the guest with their shared libraries, on top of
     /// [`QemuSpec::REQUIRED_GUEST_PROGRAMS`] (always there): names on PATH or absolute paths.
     pub guest_programs: Vec<String>,
+    /// `virtio` (qemu's own device model) or `vhost-user` (vmguard-vhost-net, needed by `coalesce`).
+    pub net_backend: QemuNetBackend,
 }
 
 impl QemuSpec {
@@ -78,6 +106,7 @@ impl Default for QemuSpec {
             boot_timeout_secs: 120,
             // No extras: the required programs are always added (`all_guest_programs`).
             guest_programs: Vec::new(),
+            net_backend: QemuNetBackend::Virtio,
         }
     }
 }
@@ -351,5 +380,17 @@ mod tests {
         assert_eq!(spec.victims, vec![VictimKind::Qemu]);
         assert_eq!(spec.qemu.memory_mib, 512);
         assert!(toml::from_str::<LabSpec>("atacker_rate = \"1mbit\"").is_err());
+    }
+
+    #[test]
+    fn net_backend_parses_defaults_and_refuses_unknown_values() {
+        assert_eq!(LabSpec::default().qemu.net_backend, QemuNetBackend::Virtio);
+        let spec: LabSpec = toml::from_str("[qemu]\nnet_backend = \"vhost-user\"\n").unwrap();
+        assert_eq!(spec.qemu.net_backend, QemuNetBackend::VhostUser);
+        let spec: LabSpec = toml::from_str("[qemu]\nnet_backend = \"virtio\"\n").unwrap();
+        assert_eq!(spec.qemu.net_backend, QemuNetBackend::Virtio);
+        let err = toml::from_str::<LabSpec>("[qemu]\nnet_backend = \"vhost-net\"\n").unwrap_err().to_string();
+        assert!(err.contains("virtio") && err.contains("vhost-user"), "{err}");
+        assert_eq!(QemuNetBackend::VhostUser.to_string(), "vhost-user");
     }
 }

@@ -36,6 +36,9 @@ pub struct VictimState {
     pub qmp_socket: Option<PathBuf>,
     /// Guest command channel (qemu only): a virtio-serial port on a unix socket.
     pub control_socket: Option<PathBuf>,
+    /// Control socket of the vhost-user backend (qemu on `net_backend = "vhost-user"` only).
+    #[serde(default)]
+    pub net_control_socket: Option<PathBuf>,
     /// OCI container id (container only).
     pub container_id: Option<String>,
     /// cgroup path relative to each controller's root, e.g. `/vmg-ctr` (container only).
@@ -64,6 +67,7 @@ impl VictimState {
             host_iface_ns: host.ns.clone(),
             qmp_socket: None,
             control_socket: None,
+            net_control_socket: None,
             container_id: None,
             cgroup: None,
             log,

@@ -5,7 +5,9 @@
 //! - `synproxy`: nftables synproxy, on the gateway (protecting the victim behind it) or on the victim;
 //! - `syn-ratelimit`: a per-source SYN rate limit with an nftables dynamic set;
 //! - `ingress-filter`: BCP 38 on the gateway, `fib saddr . iif oif missing`: a packet whose source is
-//!   not routed back through the interface it came in on is dropped (the spoofed part of a flood).
+//!   not routed back through the interface it came in on is dropped (the spoofed part of a flood);
+//! - `coalesce`: the seed's fix, timer-based coalescing of the qemu guest's RX notifications, set
+//!   over the control socket of vmguard's vhost-user backend (`[lab.qemu] net_backend = "vhost-user"`).
 //!
 //! Every nftables rule lives in a table of vmguard's own, one per defence and victim
 //! (`vmguard_synproxy_qemu`), so `remove` deletes exactly what `apply` added; a sysctl is written
@@ -14,7 +16,9 @@
 
 mod rules;
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use exec::Cmd;
@@ -39,6 +43,43 @@ pub enum Defence {
         burst: u32,
     },
     IngressFilter,
+    /// RX notification coalescing in the vhost-user backend (`pps_threshold`: adaptive only).
+    Coalesce {
+        mode: CoalesceMode,
+        rx_usecs: u32,
+        rx_frames: u32,
+        pps_threshold: u64,
+    },
+}
+
+/// The coalescing modes `coalesce` applies (`off` is what `remove` goes back to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoalesceMode {
+    /// Hold RX notifications up to `rx_usecs` or `rx_frames`, whatever the rate.
+    Fixed,
+    /// As `fixed` above `pps_threshold` received frames/s, no holding below it.
+    Adaptive,
+}
+
+impl CoalesceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CoalesceMode::Fixed => "fixed",
+            CoalesceMode::Adaptive => "adaptive",
+        }
+    }
+}
+
+impl std::str::FromStr for CoalesceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fixed" => Ok(CoalesceMode::Fixed),
+            "adaptive" => Ok(CoalesceMode::Adaptive),
+            _ => Err(format!("unknown coalescing mode `{s}`: expected fixed or adaptive")),
+        }
+    }
 }
 
 /// What a defence is called on the command line.
@@ -105,7 +146,25 @@ impl Defence {
             Defence::Synproxy => DefenceKind::Synproxy,
             Defence::SynRatelimit { .. } => DefenceKind::SynRatelimit,
             Defence::IngressFilter => DefenceKind::IngressFilter,
+            Defence::Coalesce { .. } => DefenceKind::Coalesce,
         }
+    }
+
+    /// The vhost-user backend's control request that sets this coalescing (coalesce only).
+    fn control_line(&self) -> Option<String> {
+        let Defence::Coalesce { mode, rx_usecs, rx_frames, pps_threshold } = *self else { return None };
+        // The backend refuses keys a mode does not have: no pps_threshold for fixed.
+        Some(
+            match mode {
+                CoalesceMode::Fixed => {
+                    serde_json::json!({ "mode": "fixed", "rx_usecs": rx_usecs, "rx_frames": rx_frames })
+                }
+                CoalesceMode::Adaptive => serde_json::json!({
+                    "mode": "adaptive", "rx_usecs": rx_usecs, "rx_frames": rx_frames, "pps_threshold": pps_threshold
+                }),
+            }
+            .to_string(),
+        )
     }
 
     /// A short description with the parameters, for tables.
@@ -119,6 +178,12 @@ impl Defence {
             Defence::Synproxy => "nftables synproxy".into(),
             Defence::SynRatelimit { rate, burst } => format!("at most {rate} SYN/s per source, burst {burst}"),
             Defence::IngressFilter => "BCP 38: drop sources not routed back through their interface".into(),
+            Defence::Coalesce { mode: CoalesceMode::Fixed, rx_usecs, rx_frames, .. } => {
+                format!("RX notifications held up to {rx_usecs} us or {rx_frames} frames")
+            }
+            Defence::Coalesce { mode: CoalesceMode::Adaptive, rx_usecs, rx_frames, pps_threshold } => format!(
+                "RX notifications held up to {rx_usecs} us or {rx_frames} frames above {pps_threshold} frames/s"
+            ),
         }
     }
 }
@@ -175,6 +240,9 @@ pub struct Applied {
     pub table: Option<String>,
     /// Sysctls to write back on remove, in order.
     pub sysctls: Vec<SysctlChange>,
+    /// coalesce: the backend's mode before, as its control request (what `remove` sets again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_mode: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,15 +300,47 @@ pub fn check(kind: DefenceKind, victim: VictimKind, place: Place) -> Result<(), 
         (DefenceKind::Synproxy | DefenceKind::SynRatelimit, Place::Victim, VictimKind::Qemu) => Err(refused(format!(
             "the qemu guest has no nftables (its userland is busybox): apply {kind} with --at gateway, which protects the guest behind it"
         ))),
-        (DefenceKind::Coalesce, _, VictimKind::Qemu) => Err(refused(
-            "coalesce needs the qemu victim on vmguard's vhost-user backend ([lab.qemu] net_backend = \"vhost-user\"), which the lab does not start yet",
+        (DefenceKind::Coalesce, Place::Gateway, VictimKind::Qemu) => Err(refused(
+            "coalesce runs in the qemu victim's vhost-user backend, not on the gateway: use --at victim (the default)",
         )),
-        (DefenceKind::Coalesce, _, other) => Err(refused(format!(
+        (DefenceKind::Coalesce, _, other) if other != VictimKind::Qemu => Err(refused(format!(
             "coalesce changes how a hypervisor notifies a guest of received packets: it applies to the qemu victim only, not to {other}"
         ))),
         (_, _, VictimKind::Xen) => Err(refused("the xen victim is not built yet")),
         _ => Ok(()),
     }
+}
+
+/// [`check`] for a running victim: coalesce also needs the victim on the vhost-user backend.
+pub fn check_victim(kind: DefenceKind, v: &lab::VictimState, place: Place) -> Result<(), MitigateError> {
+    check(kind, v.kind, place)?;
+    if kind == DefenceKind::Coalesce && v.net_control_socket.is_none() {
+        return Err(refused(format!(
+            "coalesce needs the {} victim on vmguard's vhost-user backend, but it runs on qemu's own virtio-net: set [lab.qemu] net_backend = \"vhost-user\" and run lab up again",
+            v.name
+        )));
+    }
+    Ok(())
+}
+
+/// One request to the vhost-user backend's control socket; its reply when `"ok": true`.
+fn backend_request(socket: &Path, line: &str) -> Result<serde_json::Value, MitigateError> {
+    let io = |what: &str, e| MitigateError::Io { what: format!("{what} {}", socket.display()), source: e };
+    let mut stream = UnixStream::connect(socket).map_err(|e| io("connecting to the vhost-user backend at", e))?;
+    let timeout = Some(Duration::from_secs(5));
+    stream
+        .set_read_timeout(timeout)
+        .and_then(|_| stream.set_write_timeout(timeout))
+        .map_err(|e| io("setting up", e))?;
+    writeln!(stream, "{line}").map_err(|e| io("writing to", e))?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).map_err(|e| io("reading the reply of", e))?;
+    let v: serde_json::Value = serde_json::from_str(reply.trim())
+        .map_err(|e| refused(format!("the vhost-user backend answered `{}`: {e}", reply.trim())))?;
+    if v["ok"] != serde_json::Value::Bool(true) {
+        return Err(refused(format!("the vhost-user backend refused `{line}`: {}", v["error"])));
+    }
+    Ok(v)
 }
 
 /// Apply `defence` to `victim` at `place` (the defence's default place when `None`). Applying the
@@ -270,7 +370,7 @@ pub fn apply(
     })?;
     let kind = defence.kind();
     let place = place.unwrap_or(kind.default_place());
-    check(kind, v.kind, place)?;
+    check_victim(kind, v, place)?;
     let mut all = applied(state)?;
     if let Some(existing) = all.iter().find(|a| a.defence.kind() == kind && a.victim == victim && a.place == place) {
         if &existing.defence == defence {
@@ -294,6 +394,7 @@ pub fn apply(
         ns: ns.clone(),
         table: None,
         sysctls: Vec::new(),
+        previous_mode: None,
     };
     match defence {
         Defence::Syncookies { on, backlog } => {
@@ -305,6 +406,12 @@ pub fn apply(
                 let previous = write_sysctl(state, v, ns.as_deref(), &key, &value)?;
                 rec.sysctls.push(SysctlChange { key, previous, value });
             }
+        }
+        Defence::Coalesce { .. } => {
+            let socket = v.net_control_socket.as_deref().expect("checked by check_victim");
+            let before = backend_request(socket, r#"{"get":"stats"}"#)?;
+            rec.previous_mode = Some(before["coalesce"].to_string());
+            backend_request(socket, &defence.control_line().expect("a coalesce defence"))?;
         }
         _ => {
             let ns = ns.as_deref().expect("nftables defences run in a namespace");
@@ -350,6 +457,11 @@ pub fn remove(
     let v = state.victim(victim).ok_or_else(|| refused(format!("no victim `{victim}` in the lab")))?;
     if let (Some(table), Some(ns)) = (&rec.table, &rec.ns) {
         Cmd::new("nft").args(["delete", "table", rules::FAMILY, table]).netns(ns).run()?;
+    }
+    if kind == DefenceKind::Coalesce {
+        let socket =
+            v.net_control_socket.as_deref().ok_or_else(|| refused(format!("{victim} has no vhost-user backend")))?;
+        backend_request(socket, rec.previous_mode.as_deref().unwrap_or(r#"{"mode":"off"}"#))?;
     }
     // Another synproxy in the same namespace still needs the conntrack setting: hand it over.
     if kind == DefenceKind::Synproxy
@@ -411,6 +523,19 @@ pub struct Status {
     pub table_present: Option<bool>,
     /// Packets its drop or synproxy rules counted, where nftables counts them.
     pub counted_packets: Option<u64>,
+    /// coalesce: the vhost-user backend's live mode, RX rate and counters (`{"get":"stats"}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<serde_json::Value>,
+}
+
+impl Status {
+    /// coalesce: RX notifications the backend sent, held back by its policy, and suppressed by
+    /// the guest (EVENT_IDX).
+    pub fn notifications(&self) -> Option<(u64, u64, u64)> {
+        let stats = &self.backend.as_ref()?["stats"];
+        let n = |k: &str| stats[k].as_u64();
+        Some((n("rx_notify_sent")?, n("rx_notify_coalesced")?, n("rx_notify_guest_suppressed")?))
+    }
 }
 
 /// Every applied defence, checked against the live rulesets.
@@ -424,7 +549,15 @@ pub fn status(state: &LabState) -> Result<Vec<Status>, MitigateError> {
                 }
                 _ => None,
             };
+            let backend = match a.defence {
+                Defence::Coalesce { .. } => state
+                    .victim(&a.victim)
+                    .and_then(|v| v.net_control_socket.as_deref())
+                    .and_then(|s| backend_request(s, r#"{"get":"stats"}"#).ok()),
+                _ => None,
+            };
             Ok(Status {
+                backend,
                 description: a.defence.describe(),
                 table_present: listing.as_ref().map(Option::is_some),
                 counted_packets: listing.flatten().map(|l| rules::counted_packets(&l)),
@@ -467,6 +600,64 @@ mod tests {
             check(kind, VictimKind::Qemu, Place::Gateway).unwrap();
         }
         check(DefenceKind::Syncookies, VictimKind::Qemu, Place::Victim).unwrap();
+        check(DefenceKind::Coalesce, VictimKind::Qemu, Place::Victim).unwrap();
+    }
+
+    fn qemu_victim(on_vhost_user: bool) -> lab::VictimState {
+        let plan = lab::LabSpec::default().plan();
+        let host = plan.victim(VictimKind::Qemu).unwrap();
+        let mut v = lab::VictimState::new(VictimKind::Qemu, host, vec![], "/dev/null".into());
+        v.net_control_socket = on_vhost_user.then(|| "/nonexistent/vhost-net-ctl.sock".into());
+        v
+    }
+
+    #[test]
+    fn coalesce_is_refused_off_the_vhost_user_backend_with_what_to_do() {
+        let e = check_victim(DefenceKind::Coalesce, &qemu_victim(false), Place::Victim).unwrap_err().to_string();
+        assert!(e.contains("net_backend = \"vhost-user\"") && e.contains("lab up again"), "{e}");
+        check_victim(DefenceKind::Coalesce, &qemu_victim(true), Place::Victim).unwrap();
+        let e = check_victim(DefenceKind::Coalesce, &qemu_victim(true), Place::Gateway).unwrap_err().to_string();
+        assert!(e.contains("--at victim"), "{e}");
+        let e = check(DefenceKind::Coalesce, VictimKind::Container, Place::Victim).unwrap_err().to_string();
+        assert!(e.contains("qemu victim only"), "{e}");
+        // Other defences do not care about the backend.
+        check_victim(DefenceKind::Syncookies, &qemu_victim(false), Place::Victim).unwrap();
+    }
+
+    #[test]
+    fn coalesce_requests_are_what_the_backend_accepts() {
+        let fixed = Defence::Coalesce { mode: CoalesceMode::Fixed, rx_usecs: 200, rx_frames: 32, pps_threshold: 9 };
+        let v: serde_json::Value = serde_json::from_str(&fixed.control_line().unwrap()).unwrap();
+        assert_eq!(v, serde_json::json!({"mode": "fixed", "rx_usecs": 200, "rx_frames": 32}));
+        let adaptive =
+            Defence::Coalesce { mode: CoalesceMode::Adaptive, rx_usecs: 200, rx_frames: 32, pps_threshold: 20000 };
+        let v: serde_json::Value = serde_json::from_str(&adaptive.control_line().unwrap()).unwrap();
+        assert_eq!(v["pps_threshold"], 20000);
+        assert!(Defence::Synproxy.control_line().is_none());
+        let text = serde_json::to_string(&adaptive).unwrap();
+        assert!(text.contains("\"defence\":\"coalesce\"") && text.contains("\"mode\":\"adaptive\""), "{text}");
+        assert_eq!(serde_json::from_str::<Defence>(&text).unwrap(), adaptive);
+        assert!("bursty".parse::<CoalesceMode>().unwrap_err().contains("fixed or adaptive"));
+    }
+
+    #[test]
+    fn backend_replies_are_read_and_refusals_passed_on() {
+        let dir = tempfile::Builder::new().prefix("vmguard-mitigate-").tempdir().unwrap();
+        let sock = dir.path().join("ctl.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            for reply in [r#"{"ok":true,"coalesce":{"mode":"off"}}"#, r#"{"ok":false,"error":"rx_usecs too big"}"#] {
+                let (conn, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&conn).read_line(&mut line).unwrap();
+                writeln!(&conn, "{reply}").unwrap();
+            }
+        });
+        let ok = backend_request(&sock, r#"{"get":"stats"}"#).unwrap();
+        assert_eq!(ok["coalesce"].to_string(), r#"{"mode":"off"}"#);
+        let e = backend_request(&sock, r#"{"mode":"fixed"}"#).unwrap_err().to_string();
+        assert!(e.contains("rx_usecs too big"), "{e}");
+        server.join().unwrap();
     }
 
     #[test]
@@ -478,6 +669,7 @@ mod tests {
             ns: Some("vmg-gw".into()),
             table: Some("vmguard_syn_ratelimit_qemu".into()),
             sysctls: vec![],
+            previous_mode: None,
         };
         let text = serde_json::to_string(std::slice::from_ref(&a)).unwrap();
         assert!(text.contains("\"defence\":\"syn-ratelimit\""), "{text}");

@@ -51,7 +51,7 @@ pub fn ruleset(defence: &Defence, table: &str, addr: Ipv4Addr, place: Place) -> 
             "  chain prerouting {{\n    type filter hook prerouting priority filter; policy accept;\n    \
              {to} fib saddr . iif oif missing counter drop\n  }}\n"
         ),
-        Defence::Syncookies { .. } => String::new(),
+        Defence::Syncookies { .. } | Defence::Coalesce { .. } => String::new(),
     };
     format!("table {FAMILY} {table} {{\n{body}}}\n")
 }

@@ -202,8 +202,14 @@ pub fn mitigations(all: &[mitigate::Status]) {
                 Some(false) => "MISSING".into(),
                 None => "-".into(),
             },
-            s.counted_packets.map_or("-".into(), |n| n.to_string()),
+            match (s.counted_packets, s.notifications()) {
+                (Some(n), _) => n.to_string(),
+                (None, Some((sent, held, suppressed))) => {
+                    format!("RX notifications: {sent} sent, {held} held back, {suppressed} suppressed by the guest")
+                }
+                (None, None) => "-".into(),
+            },
         ]
     });
-    println!("{}", output::table(&["defence", "victim", "at", "what", "nft table", "packets acted on"], rows));
+    println!("{}", output::table(&["defence", "victim", "at", "what", "nft table", "acted on"], rows));
 }

@@ -1,5 +1,6 @@
 //! The qemu victim: a Linux guest (Debian cloud kernel + vmguard's busybox initramfs) with
-//! virtio-net on a tap in the victim's namespace, a virtio disk for file benchmarks, QMP for
+//! virtio-net on a tap in the victim's namespace (qemu's own device model, or vmguard's
+//! vhost-user backend `vmguard-vhost-net` with `net_backend = "vhost-user"`), a virtio disk for file benchmarks, QMP for
 //! statistics and a virtio-serial command channel.
 //!
 //! The accelerator is probed: KVM where the real guest boots with it, otherwise TCG. One code path
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::LabError;
 use crate::image::GuestImage;
-use crate::spec::{AccelChoice, Host, LabSpec, VictimKind};
+use crate::spec::{AccelChoice, Host, LabSpec, QemuNetBackend, VictimKind};
 use crate::state::{LabState, VictimState};
 
 /// What the guest's init prints once its services run.
@@ -187,6 +188,37 @@ pub fn start(
         host.address, host.gateway
     );
     let tap = crate::net::qemu_tap(&state.plan);
+    let mac = mac_for(&spec.prefix);
+    let (net_args, backend) = match spec.qemu.net_backend {
+        QemuNetBackend::Virtio => (
+            vec![
+                "-netdev".to_string(),
+                format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n0,mac={mac}"),
+            ],
+            None,
+        ),
+        QemuNetBackend::VhostUser => {
+            let b = start_vhost_backend(&dir, &tap, &host.ns)?;
+            let args = vec![
+                // vhost-user maps guest RAM in the backend: it must be a shareable memfd.
+                "-object".to_string(),
+                format!("memory-backend-memfd,id=mem,size={}M,share=on", spec.qemu.memory_mib),
+                "-numa".into(),
+                "node,memdev=mem".into(),
+                "-chardev".into(),
+                format!("socket,id=vu0,path={}", b.socket.display()),
+                "-netdev".into(),
+                "vhost-user,id=n0,chardev=vu0".into(),
+                // vectors=0 (INTx): with MSI-X, qemu 7.2 segfaults in vhost_net_start
+                // (msix_set_vector_notifiers) before it sends SET_FEATURES.
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n0,mac={mac},vectors=0"),
+            ];
+            (args, Some(b))
+        }
+    };
     let pid = Cmd::new(qemu_binary()?)
         // debug-threads names qemu's threads ("CPU 0/TCG", "CPU 0/KVM") for per-thread CPU figures.
         .args(["-name", &format!("{}-vm,debug-threads=on", spec.prefix)])
@@ -198,8 +230,7 @@ pub fn start(
         .arg("-initrd")
         .arg(&image.initramfs)
         .args(["-append", &append])
-        .args(["-netdev", &format!("tap,id=n0,ifname={tap},script=no,downscript=no")])
-        .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={}", mac_for(&spec.prefix))])
+        .args(&net_args)
         .args(["-drive", &format!("file={},format=raw,if=virtio,cache=none,aio=threads", disk.display())])
         .args(["-serial", &format!("file:{}", console.display())])
         // Two QMP sockets: qemu serves one client per socket, and telemetry keeps its own open.
@@ -210,13 +241,74 @@ pub fn start(
         .args(["-device", "virtserialport,chardev=ctl,name=vmguard.ctl"])
         .netns(&host.ns)
         .spawn_detached(&log)?;
+    // qemu first: `wait_booted` watches pids[0]; the backend is the victim's too (status, down).
+    let mut pids = vec![pid];
+    pids.extend(backend.as_ref().map(|b| b.pid));
     Ok(VictimState {
         accelerator: Some(accel.accel.as_str().into()),
         host_iface: tap,
         qmp_socket: Some(qmp),
         control_socket: Some(ctl),
-        ..VictimState::new(VictimKind::Qemu, host, vec![pid], console)
+        net_control_socket: backend.map(|b| b.control),
+        ..VictimState::new(VictimKind::Qemu, host, pids, console)
     })
+}
+
+/// The name of the vhost-user backend's binary (crate `vhost-coalesce`).
+pub const VHOST_BACKEND_BIN: &str = "vmguard-vhost-net";
+
+/// `vmguard-vhost-net` next to the running binary (the same cargo target directory), else on PATH.
+pub fn vhost_backend_binary() -> Result<PathBuf, LabError> {
+    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join(VHOST_BACKEND_BIN)));
+    if let Some(p) = beside.filter(|p| p.is_file()) {
+        return Ok(p);
+    }
+    exec::which(VHOST_BACKEND_BIN).ok_or_else(|| {
+        LabError::Missing(format!(
+            "{VHOST_BACKEND_BIN} (for [lab.qemu] net_backend = \"vhost-user\"), neither next to {} nor on PATH: run `cargo build -p vhost-coalesce`",
+            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "vmguard".into())
+        ))
+    })
+}
+
+struct VhostBackend {
+    pid: u32,
+    socket: PathBuf,
+    control: PathBuf,
+}
+
+/// Start the vhost-user backend on `tap` inside `ns` and wait until it listens.
+fn start_vhost_backend(dir: &Path, tap: &str, ns: &str) -> Result<VhostBackend, LabError> {
+    let bin = vhost_backend_binary()?;
+    let socket = dir.join("vhost-user.sock");
+    let control = dir.join("vhost-net-ctl.sock");
+    let log = dir.join("vhost-net.log");
+    for p in [&socket, &control] {
+        let _ = std::fs::remove_file(p);
+    }
+    let pid = Cmd::new(&bin)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--tap", tap])
+        .arg("--control")
+        .arg(&control)
+        // Off until `vmguard mitigate apply coalesce` sets a mode.
+        .args(["--mode", "off"])
+        .netns(ns)
+        .spawn_detached(&log)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fail = |reason: String| LabError::Victim { victim: "qemu".into(), reason, log: log.clone() };
+    // The control socket is bound before the vhost-user one: both exist once it listens.
+    while !(socket.exists() && control.exists()) {
+        if !exec::pid_alive(pid) {
+            return Err(fail(format!("{VHOST_BACKEND_BIN} exited at start: {}", tail(&log, 3))));
+        }
+        if Instant::now() > deadline {
+            return Err(fail(format!("{VHOST_BACKEND_BIN} did not listen on {} within 10 s", socket.display())));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(VhostBackend { pid, socket, control })
 }
 
 /// Wait until the guest's init reports its services up.

@@ -41,8 +41,9 @@ pub struct BenchArgs {
     /// SYN cookies in the victim: `on`, `off` or `on,off` (default: the lab's setting).
     #[arg(long, value_delimiter = ',', value_parser = parse_on_off)]
     pub syncookies: Vec<bool>,
-    /// qemu network backends: virtio (qemu's own virtio-net), vhost-net (reported unavailable where
-    /// the host lacks it).
+    /// qemu network backends: virtio (qemu's own virtio-net), vhost-user (vmguard-vhost-net),
+    /// vhost-net. Default: the lab's `[lab.qemu] net_backend`; a backend other than the lab's is
+    /// reported unavailable (it is chosen at `lab up`).
     #[arg(long = "net-backend", value_delimiter = ',')]
     pub backends: Vec<NetBackend>,
     /// Defences the victims run with, each a dimension: none, syncookies-off, synproxy,
@@ -108,6 +109,8 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         m.attack_rates = args.attack_rates.clone();
     }
     m.syncookies = if args.syncookies.is_empty() { vec![spec.syncookies] } else { args.syncookies.clone() };
+    // What the running lab was brought up with, not what the config says now.
+    m.backends = vec![NetBackend::of_lab(state.spec.qemu.net_backend)];
     if !args.backends.is_empty() {
         m.backends = args.backends.clone();
     }
@@ -126,7 +129,8 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         "host_kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         "host_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "accelerators": state.victims.iter().filter_map(|v| v.accelerator.clone().map(|a| (v.name.clone(), a))).collect::<std::collections::BTreeMap<_, _>>(),
-        "vhost_net": NetBackend::VhostNet.unavailable_reason().unwrap_or_else(|| "available".into()),
+        "vhost_net": NetBackend::VhostNet.unavailable_reason(state.spec.qemu.net_backend).unwrap_or_else(|| "available".into()),
+        "qemu_net_backend": state.spec.qemu.net_backend,
     });
     store.add_run(&run_id, started_ns, &meta)?;
 

@@ -1,14 +1,14 @@
 //! `vmguard mitigate apply|remove|status`: the SYN defences on the lab's victims.
 
 use clap::{Args, Subcommand};
-use mitigate::{Defence, DefenceKind, Place};
+use mitigate::{CoalesceMode, Defence, DefenceKind, Place};
 
 use crate::{Cli, output};
 
 #[derive(Debug, Subcommand)]
 pub enum MitigateCommand {
-    /// Apply a defence: syncookies, synproxy, syn-ratelimit, ingress-filter (coalesce: the qemu
-    /// victim on the vhost-user backend).
+    /// Apply a defence: syncookies, synproxy, syn-ratelimit, ingress-filter, coalesce (the qemu
+    /// victim on the vhost-user backend: `--mode fixed|adaptive`).
     Apply(ApplyArgs),
     /// Remove a defence, restoring every rule and sysctl it changed.
     Remove(Target),
@@ -45,6 +45,18 @@ pub struct ApplyArgs {
     /// syn-ratelimit: SYNs allowed above the rate in a burst.
     #[arg(long, default_value_t = 40)]
     pub burst: u32,
+    /// coalesce: `fixed` (always hold) or `adaptive` (hold above --pps-threshold).
+    #[arg(long)]
+    pub mode: Option<CoalesceMode>,
+    /// coalesce: longest hold of an RX notification, microseconds.
+    #[arg(long, default_value_t = 200)]
+    pub rx_usecs: u32,
+    /// coalesce: notify once this many frames are pending (0: the timer alone).
+    #[arg(long, default_value_t = 32)]
+    pub rx_frames: u32,
+    /// coalesce, adaptive: received frames/s above which notifications are held.
+    #[arg(long, default_value_t = 20_000)]
+    pub pps_threshold: u64,
 }
 
 fn defence(a: &ApplyArgs) -> anyhow::Result<Defence> {
@@ -52,16 +64,20 @@ fn defence(a: &ApplyArgs) -> anyhow::Result<Defence> {
     if kind != DefenceKind::Syncookies && (a.off || a.backlog.is_some()) {
         anyhow::bail!("--off and --backlog belong to syncookies, not {kind}");
     }
+    if kind != DefenceKind::Coalesce && a.mode.is_some() {
+        anyhow::bail!("--mode belongs to coalesce, not {kind}");
+    }
     Ok(match kind {
         DefenceKind::Syncookies => Defence::Syncookies { on: !a.off, backlog: a.backlog },
         DefenceKind::Synproxy => Defence::Synproxy,
         DefenceKind::SynRatelimit => Defence::SynRatelimit { rate: a.rate, burst: a.burst },
         DefenceKind::IngressFilter => Defence::IngressFilter,
-        DefenceKind::Coalesce => {
-            // Refused with the reason (the lab has no vhost-user backend yet).
-            mitigate::check(kind, lab::VictimKind::Qemu, Place::Victim)?;
-            anyhow::bail!("coalesce is not available on this lab")
-        }
+        DefenceKind::Coalesce => Defence::Coalesce {
+            mode: a.mode.ok_or_else(|| anyhow::anyhow!("coalesce needs --mode fixed or --mode adaptive"))?,
+            rx_usecs: a.rx_usecs,
+            rx_frames: a.rx_frames,
+            pps_threshold: a.pps_threshold,
+        },
     })
 }
 
