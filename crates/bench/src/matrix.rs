@@ -209,15 +209,15 @@ impl Mitigation {
             // mitigate's command-line defaults (and vmguard-vhost-net's).
             Mitigation::CoalesceFixed => Some(Defence::Coalesce {
                 mode: mitigate::CoalesceMode::Fixed,
-                rx_usecs: 200,
-                rx_frames: 32,
-                pps_threshold: 20_000,
+                rx_usecs: mitigate::DEFAULT_RX_USECS,
+                rx_frames: mitigate::DEFAULT_RX_FRAMES,
+                pps_threshold: mitigate::DEFAULT_PPS_THRESHOLD,
             }),
             Mitigation::CoalesceAdaptive => Some(Defence::Coalesce {
                 mode: mitigate::CoalesceMode::Adaptive,
-                rx_usecs: 200,
-                rx_frames: 32,
-                pps_threshold: 20_000,
+                rx_usecs: mitigate::DEFAULT_RX_USECS,
+                rx_frames: mitigate::DEFAULT_RX_FRAMES,
+                pps_threshold: mitigate::DEFAULT_PPS_THRESHOLD,
             }),
         }
     }

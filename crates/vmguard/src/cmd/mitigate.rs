@@ -49,13 +49,13 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub mode: Option<CoalesceMode>,
     /// coalesce: longest hold of an RX notification, microseconds.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = mitigate::DEFAULT_RX_USECS)]
     pub rx_usecs: u32,
     /// coalesce: notify once this many frames are pending (0: the timer alone).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = mitigate::DEFAULT_RX_FRAMES)]
     pub rx_frames: u32,
     /// coalesce, adaptive: received frames/s above which notifications are held.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = mitigate::DEFAULT_PPS_THRESHOLD)]
     pub pps_threshold: u64,
 }
 
