@@ -86,11 +86,6 @@ pub fn server_binary() -> Result<PathBuf, LabError> {
         .ok_or_else(|| LabError::Missing("mariadbd (Debian package mariadb-server-core): run `make deps`".into()))
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// The server's argument list for `layout`. `as_root`: the server runs as uid 0 (every victim;
 /// mariadbd refuses that unless told `--user=root`).
 pub fn server_args(layout: &Layout, as_root: bool) -> Vec<String> {
@@ -173,7 +168,7 @@ pub fn template(cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<PathBuf, La
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
         .args(SERVER_SETTINGS.iter().filter(|s| s.starts_with("--innodb") || s.starts_with("--lc-messages")))
         .timeout(Duration::from_secs(180));
-    if is_root() {
+    if crate::lab::is_root() {
         cmd = cmd.arg("--user=root");
     }
     let log = building.join("install.log");
@@ -193,23 +188,8 @@ pub fn template(cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<PathBuf, La
             return Err(LabError::Image(format!("could not move the MariaDB template into {}", dir.display())));
         }
     }
-    prune_templates(cache_dir);
+    crate::image::prune_cache(cache_dir, "mariadb-", KEEP_TEMPLATES);
     Ok(datadir)
-}
-
-fn prune_templates(cache_dir: &Path) {
-    let mut all: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(cache_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("mariadb-"))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    all.sort();
-    let excess = all.len().saturating_sub(KEEP_TEMPLATES);
-    for (_, dir) in all.into_iter().take(excess) {
-        let _ = std::fs::remove_dir_all(dir);
-    }
 }
 
 /// Copy the template data directory to `layout`'s place on the host (`host_dir` is `layout.dir` as
@@ -258,7 +238,7 @@ impl LocalServer {
         let layout = Layout::under(&dir.path().to_string_lossy());
         place(&template, Path::new(&layout.dir))?;
         let log = dir.path().join("mariadbd.log");
-        let pid = Cmd::new(server_binary()?).args(server_args(&layout, is_root())).spawn_detached(&log)?;
+        let pid = Cmd::new(server_binary()?).args(server_args(&layout, crate::lab::is_root())).spawn_detached(&log)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while !Path::new(&layout.socket).exists() {
             if !exec::pid_alive(pid) || Instant::now() > deadline {

@@ -131,22 +131,23 @@ pub fn ensure(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&building, &dir)
         .map_err(|e| LabError::io(format!("moving the image into {}", dir.display()), e))?;
-    prune_images(cache_dir, KEEP_IMAGES);
+    prune_cache(cache_dir, "guest-", KEEP_IMAGES);
     Ok(image)
 }
 
-/// Remove all but the `keep` most recently built guest images.
-fn prune_images(cache_dir: &Path, keep: usize) {
-    let mut images: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(cache_dir)
+/// Remove all but the `keep` most recently built cache entries whose names start with `prefix`
+/// (guest images, MariaDB data directories).
+pub(crate) fn prune_cache(cache_dir: &Path, prefix: &str, keep: usize) {
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(cache_dir)
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("guest-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    images.sort();
-    let excess = images.len().saturating_sub(keep);
-    for (_, dir) in images.into_iter().take(excess) {
+    entries.sort();
+    let excess = entries.len().saturating_sub(keep);
+    for (_, dir) in entries.into_iter().take(excess) {
         let _ = std::fs::remove_dir_all(dir);
     }
 }

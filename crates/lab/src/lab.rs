@@ -12,9 +12,13 @@ use crate::state::{LabState, Phase, VictimState};
 use crate::victim::{container, qemu, vanilla};
 use crate::{LabError, http, image, net};
 
-pub fn require_root() -> Result<(), LabError> {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 { Err(LabError::NotRoot) } else { Ok(()) }
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn require_root() -> Result<(), LabError> {
+    if is_root() { Ok(()) } else { Err(LabError::NotRoot) }
 }
 
 fn lab_namespaces(prefix: &str) -> Vec<String> {

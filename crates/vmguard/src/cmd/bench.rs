@@ -207,6 +207,11 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A figure that may be missing: `–` then.
+fn opt(v: Option<f64>) -> String {
+    v.map(fmt).unwrap_or_else(|| "–".into())
+}
+
 fn fmt(v: f64) -> String {
     if v.abs() >= 1000.0 {
         format!("{v:.0}")
@@ -290,7 +295,6 @@ fn print_tables(r: &BenchReport<'_>) {
     }
     if !r.defences.is_empty() {
         println!("Defences: web loss under attack against idle, each with the same defence");
-        let opt = |v: Option<f64>| v.map(fmt).unwrap_or_else(|| "–".into());
         let rows = r.defences.iter().map(|d| {
             vec![
                 d.victim.clone(),
@@ -307,7 +311,6 @@ fn print_tables(r: &BenchReport<'_>) {
     }
     if !r.web_tiers.is_empty() {
         println!("Two-tier web benchmark (medians; CPU in % of one core, as the victim counts it)");
-        let opt = |v: Option<f64>| v.map(fmt).unwrap_or_else(|| "–".into());
         let rows = r.web_tiers.iter().map(|t| {
             vec![
                 t.victim.clone(),
@@ -324,7 +327,6 @@ fn print_tables(r: &BenchReport<'_>) {
     }
     if !r.table2_profile.is_empty() {
         println!("Table 2: profiling, victim idle, attack vs no attack (per second)");
-        let opt = |v: Option<f64>| v.map(fmt).unwrap_or_else(|| "–".into());
         let rows = r.table2_profile.iter().map(|p| {
             vec![
                 p.victim.clone(),
