@@ -1,6 +1,7 @@
 //! One sampling round over every guest's sources.
 
 use crate::cgroup::CgroupCpu;
+use crate::flow::FlowCapture;
 use crate::netdev::NetDev;
 use crate::perf::KvmTracepoints;
 use crate::procfs::ProcessCpu;
@@ -29,6 +30,7 @@ impl std::fmt::Display for SourceFailure {
 /// | kvm (QMP)   | `qmp_socket`     | qemu                          |
 /// | tracepoint  | `pid`            | qemu                          |
 /// | netdev      | `iface`          | all                           |
+/// | flow        | `iface`          | all (packet socket: root)     |
 /// | snmp        | `pid`            | vanilla, container (own TCP)  |
 /// | cgroup      | `cgroup`         | all                           |
 /// | process     | `pid`            | all                           |
@@ -53,6 +55,7 @@ pub fn sources_for(guest: &GuestInfo) -> (Vec<Box<dyn Source>>, Vec<SourceFailur
     }
     if let Some(iface) = &guest.iface {
         sources.push(Box::new(NetDev::new(name, iface)));
+        sources.push(Box::new(FlowCapture::new(name, iface)));
     }
     if let (Some(pid), GuestKind::Vanilla | GuestKind::Container) = (guest.pid, guest.kind) {
         sources.push(Box::new(NetSnmp::new(name, pid)));

@@ -28,6 +28,7 @@ pub mod delta;
 pub mod discover;
 mod error;
 mod file;
+pub mod flow;
 pub mod guest;
 pub mod netdev;
 #[cfg(feature = "sources")]

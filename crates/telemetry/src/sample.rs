@@ -64,10 +64,12 @@ pub enum SourceId {
     Xenperf,
     /// Xen hypercalls per domain from xentrace records.
     Xentrace,
+    /// Handshake and flow accounting of the guest's link (a packet socket with a header-only filter).
+    Flow,
 }
 
 impl SourceId {
-    pub const ALL: [SourceId; 8] = [
+    pub const ALL: [SourceId; 9] = [
         SourceId::Kvm,
         SourceId::Tracepoint,
         SourceId::Netdev,
@@ -76,6 +78,7 @@ impl SourceId {
         SourceId::Process,
         SourceId::Xenperf,
         SourceId::Xentrace,
+        SourceId::Flow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +91,7 @@ impl SourceId {
             SourceId::Process => "process",
             SourceId::Xenperf => "xenperf",
             SourceId::Xentrace => "xentrace",
+            SourceId::Flow => "flow",
         }
     }
 }

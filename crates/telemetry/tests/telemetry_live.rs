@@ -294,3 +294,54 @@ fn cgroup_cpu_use_grows_with_a_busy_process() {
     }
     drop(cg);
 }
+
+/// The flow source on a real veth: handshakes each way, a refused UDP datagram, resets to a closed port,
+/// counted on the host side of the link with the guest's directions.
+#[test]
+fn flow_capture_counts_handshakes_by_direction_on_a_veth() {
+    use telemetry::flow::{FLOW_COUNTERS, FlowCapture};
+    if !root() {
+        return;
+    }
+    // `guest` holds the guest's end of the link; `host` the host side the source watches.
+    let guest = Netns::new("flg");
+    let host = Netns::new("flh");
+    guest.ip(&["link", "add", "vmgtf0", "type", "veth", "peer", "name", "vmgtf1", "netns", &host.0]);
+    guest.ip(&["addr", "add", "10.254.7.2/24", "dev", "vmgtf0"]);
+    guest.ip(&["link", "set", "vmgtf0", "up"]);
+    host.ip(&["addr", "add", "10.254.7.1/24", "dev", "vmgtf1"]);
+    host.ip(&["link", "set", "vmgtf1", "up"]);
+    let mut src = FlowCapture::new("flow-guest", &Iface::host_side("vmgtf1", Some(host.0.clone())));
+    let before = sample(&mut src);
+    assert_eq!(before.len(), FLOW_COUNTERS.len());
+
+    // Three connections the host side opens to the guest, one the guest opens to the host side.
+    let listener = netns::run_in(&guest.0, || std::net::TcpListener::bind("10.254.7.2:8080").unwrap()).unwrap();
+    let up = netns::run_in(&host.0, || std::net::TcpListener::bind("10.254.7.1:8081").unwrap()).unwrap();
+    netns::run_in(&host.0, || {
+        for _ in 0..3 {
+            let mut c = std::net::TcpStream::connect("10.254.7.2:8080").unwrap();
+            std::io::Write::write_all(&mut c, b"hello").unwrap();
+        }
+        // A closed port: answered with a reset.
+        assert!(std::net::TcpStream::connect("10.254.7.2:9").is_err());
+        // A closed UDP port: answered with ICMP port unreachable.
+        let u = std::net::UdpSocket::bind("10.254.7.1:0").unwrap();
+        u.send_to(b"x", "10.254.7.2:9").unwrap();
+    })
+    .unwrap();
+    netns::run_in(&guest.0, || drop(std::net::TcpStream::connect("10.254.7.1:8081").unwrap())).unwrap();
+    drop((listener, up));
+    std::thread::sleep(Duration::from_millis(300));
+    let after = sample(&mut src);
+    let d = |c: &str| value(&after, c) - value(&before, c);
+    assert_eq!(d("syn_in"), 4, "three connections and one to a closed port");
+    assert_eq!(d("synack_out"), 3);
+    assert_eq!(d("handshakes_in"), 3);
+    assert_eq!((d("syn_out"), d("synack_in"), d("handshakes_out")), (1, 1, 1));
+    assert!(d("rst_out") >= 1, "the closed port's reset");
+    assert_eq!((d("udp_in"), d("icmp_unreach_out")), (1, 1));
+    assert_eq!(d("remote_addrs_in"), 1);
+    assert_eq!(d("capture_drops"), 0);
+    assert!(d("capture_frames") >= 10 && d("frames_unparsed") <= d("frames"));
+}
