@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 
 /// The counters features are built from, as `source/counter`. Index = position here.
-pub const BASE_COUNTERS: [&str; 31] = [
+pub const BASE_COUNTERS: [&str; 47] = [
     // 0..6: the guest's link, host side (host rx = guest tx).
     "netdev/rx_packets",
     "netdev/rx_bytes",
@@ -57,6 +57,24 @@ pub const BASE_COUNTERS: [&str; 31] = [
     "snmp/Udp.NoPorts",
     "snmp/Udp.InErrors",
     "snmp/Udp.RcvbufErrors",
+    // 31..47: handshake and flow accounting of the guest's link (telemetry's `flow` source), named
+    // from the guest's side: `_in` is what it receives.
+    "flow/syn_in",
+    "flow/syn_out",
+    "flow/synack_in",
+    "flow/synack_out",
+    "flow/handshakes_in",
+    "flow/handshakes_out",
+    "flow/rst_in",
+    "flow/rst_out",
+    "flow/icmp_unreach_in",
+    "flow/icmp_unreach_out",
+    "flow/udp_in",
+    "flow/udp_out",
+    "flow/remote_addrs_in",
+    "flow/remote_addrs_out",
+    "flow/flows_in",
+    "flow/flows_out",
 ];
 
 /// Index of a `source/counter` in [`BASE_COUNTERS`].
@@ -96,6 +114,22 @@ const UDP_IN: usize = 27;
 const UDP_NOPORTS: usize = 28;
 const UDP_INERR: usize = 29;
 const UDP_RCVBUF: usize = 30;
+const SYN_IN: usize = 31;
+const SYN_OUT: usize = 32;
+const SYNACK_IN: usize = 33;
+const SYNACK_OUT: usize = 34;
+const HS_IN: usize = 35;
+const HS_OUT: usize = 36;
+const FL_RST_IN: usize = 37;
+const FL_RST_OUT: usize = 38;
+const UNREACH_IN: usize = 39;
+const UNREACH_OUT: usize = 40;
+const FL_UDP_IN: usize = 41;
+const FL_UDP_OUT: usize = 42;
+const ADDRS_IN: usize = 43;
+const ADDRS_OUT: usize = 44;
+const FLOWS_IN: usize = 45;
+const FLOWS_OUT: usize = 46;
 
 /// Packets the guest's stack refused or could not serve: resets sent (SYN or ACK at a closed port or to
 /// no connection), UDP to closed ports or full buffers, SYNs answered with cookies or dropped. Benign
@@ -113,6 +147,9 @@ pub enum Expr {
     Ratio(&'static [usize], &'static [usize]),
     /// Nanoseconds per second as CPU cores.
     Cores(usize),
+    /// `max(0, sum(a) - factor * sum(b))` of rates: what is left of `a` once `b` is accounted for
+    /// (SYNs that did not complete a handshake, allowing `factor - 1` retransmissions per handshake).
+    Excess(&'static [usize], &'static [usize], f64),
     /// "Bare" packets/s of one direction: `pkts` small packets (mean size from `bytes`) that got little
     /// data back (`answer_bytes` per packet): `pps * min(1, 200 / size) * min(1, 120 / answer)`. A flood
     /// of any kind (SYN, ACK, UDP; answered by SYN-ACKs, resets or nothing) is bare; web or bulk
@@ -146,7 +183,7 @@ const fn nov(name: &'static str, expr: Expr, unit: &'static str, help: &'static 
 }
 
 /// Every Part B feature. Models pick the subset available for their kind of guest.
-pub const FEATURES: [FeatureDef; 31] = [
+pub const FEATURES: [FeatureDef; 50] = [
     f("rx_pps", Expr::Rate(&[RX_PKTS]), true, "packets/s", "packets the guest receives"),
     f("tx_pps", Expr::Rate(&[TX_PKTS]), true, "packets/s", "packets the guest sends"),
     f("rx_bps", Expr::Rate(&[RX_BYTES]), true, "bytes/s", "bytes the guest receives"),
@@ -239,6 +276,68 @@ pub const FEATURES: [FeatureDef; 31] = [
         "small packets sent that got little data back",
         200.0,
     ),
+    // The shape of the traffic, from the flow source: handshakes, answers and spread per direction.
+    f("syn_in_ps", Expr::Rate(&[SYN_IN]), true, "1/s", "SYNs the guest receives"),
+    f("syn_out_ps", Expr::Rate(&[SYN_OUT]), true, "1/s", "SYNs the guest sends"),
+    f("synack_in_ps", Expr::Rate(&[SYNACK_IN]), true, "1/s", "SYN-ACKs the guest receives"),
+    f("synack_out_ps", Expr::Rate(&[SYNACK_OUT]), true, "1/s", "SYN-ACKs the guest sends"),
+    nov(
+        "failed_syns_in_ps",
+        Expr::Excess(&[SYN_IN], &[HS_IN], 2.0),
+        "1/s",
+        "SYNs to the guest that completed no handshake (beyond one retransmission per handshake)",
+        50.0,
+    ),
+    nov(
+        "failed_syns_out_ps",
+        Expr::Excess(&[SYN_OUT], &[HS_OUT], 2.0),
+        "1/s",
+        "SYNs from the guest that completed no handshake (beyond one retransmission per handshake)",
+        50.0,
+    ),
+    f("completion_in", Expr::Ratio(&[HS_IN], &[SYN_IN]), false, "ratio", "handshakes completed per SYN received"),
+    f("completion_out", Expr::Ratio(&[HS_OUT], &[SYN_OUT]), false, "ratio", "handshakes completed per SYN sent"),
+    nov(
+        "refusals_out_ps",
+        Expr::Rate(&[FL_RST_OUT, UNREACH_OUT]),
+        "1/s",
+        "resets and ICMP unreachables the guest sends (it refuses what it gets)",
+        50.0,
+    ),
+    nov(
+        "refusals_in_ps",
+        Expr::Rate(&[FL_RST_IN, UNREACH_IN]),
+        "1/s",
+        "resets and ICMP unreachables the guest receives (what it sends is refused)",
+        50.0,
+    ),
+    f(
+        "refusals_out_per_rx_pkt",
+        Expr::PerUnit(&[FL_RST_OUT, UNREACH_OUT], &[RX_PKTS]),
+        true,
+        "1/packet",
+        "refusals sent per packet received: a victim's signature",
+    ),
+    f(
+        "starts_out_per_answer_in",
+        Expr::Ratio(&[SYN_OUT, FL_UDP_OUT], &[SYNACK_IN, FL_RST_IN, UNREACH_IN, FL_UDP_IN]),
+        true,
+        "ratio",
+        "SYNs and datagrams sent per answer received: an attacker's signature",
+    ),
+    f("flow_udp_in_ps", Expr::Rate(&[FL_UDP_IN]), true, "datagrams/s", "UDP datagrams the guest receives"),
+    f("flow_udp_out_ps", Expr::Rate(&[FL_UDP_OUT]), true, "datagrams/s", "UDP datagrams the guest sends"),
+    f("remote_addrs_in", Expr::Rate(&[ADDRS_IN]), true, "addresses", "distinct sources per second"),
+    f("remote_addrs_out", Expr::Rate(&[ADDRS_OUT]), true, "addresses", "distinct destinations per second"),
+    f("flows_in", Expr::Rate(&[FLOWS_IN]), true, "flows", "distinct flows received per second"),
+    f("flows_out", Expr::Rate(&[FLOWS_OUT]), true, "flows", "distinct flows sent per second"),
+    f(
+        "flows_out_per_flow_in",
+        Expr::Ratio(&[FLOWS_OUT], &[FLOWS_IN]),
+        true,
+        "ratio",
+        "distinct flows sent per distinct flow received",
+    ),
 ];
 
 /// Index of a feature by name.
@@ -266,6 +365,7 @@ impl Rates {
             }
             Expr::Ratio(a, b) => (sum(a)? + 1.0) / (sum(b)? + 1.0),
             Expr::Cores(c) => self.0[c]? / 1e9,
+            Expr::Excess(a, b, factor) => (sum(a)? - factor * sum(b)?).max(0.0),
             Expr::Bare { pkts, bytes, answer_bytes } => {
                 let (p, b, a) = (self.0[pkts]?, self.0[bytes]?, self.0[answer_bytes]?);
                 if p <= 0.0 {

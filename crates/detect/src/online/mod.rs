@@ -29,5 +29,5 @@ pub use labelled::{
 };
 pub use model::{
     AlertParams, Class, DetectorModel, Evidence, KindModel, MODEL_VERSION, ModelError, ModelLoadError, Role, ScoreMode,
-    TrainParams, TrainSummary, Verdict, direction_role,
+    TrainParams, TrainSummary, Verdict, direction_role, initiation_role,
 };

@@ -517,11 +517,14 @@ impl KindModel {
         let nov_alarm = which.is_some() && ratio >= factor;
         let nov_score = novelty_score(ratio, factor, self.threshold);
         let score = sup_score.max(nov_score);
-        // Role: the likelier attack class, or the direction of traffic when only one is known; for an
-        // alarm of the novelty check alone, the direction of the bare packets.
         let attack_k = (1..self.classes.len()).max_by(|&a, &b| prob[a].total_cmp(&prob[b])).unwrap_or(0);
         let nov_feature = which.and_then(|i| self.novelty.as_ref().map(|n| n.features[i].as_str()));
-        let role = if nov_alarm && !sup_alarm {
+        // Role: who started the traffic, when the flow source saw it; else the likelier attack class,
+        // or the direction of traffic when only one is known; for an alarm of the novelty check
+        // alone, the direction of the bare packets.
+        let role = if let Some(r) = initiation_role(raw) {
+            r
+        } else if nov_alarm && !sup_alarm {
             if nov_feature == Some("bare_tx_pps") { Role::Attacker } else { Role::Victim }
         } else if self.classes.contains(&Class::Victim) && self.classes.contains(&Class::Attacker) {
             self.classes[attack_k].role().unwrap_or(Role::Victim)
@@ -569,7 +572,7 @@ impl KindModel {
     /// handshake (a flooded guest's SYN-ACKs are bare packets sent, too), so they do not tell the
     /// role apart on their own. Never alarms without a novelty check.
     pub fn novelty_verdict(&self, raw: &[Option<f64>], top: usize) -> Verdict {
-        let role = direction_role(raw);
+        let role = initiation_role(raw).unwrap_or_else(|| direction_role(raw));
         let Some(n) = &self.novelty else {
             return Verdict { score: 0.0, role, alarm: false, evidence: vec![], novelty: 0.0, by_novelty: false };
         };
@@ -596,6 +599,26 @@ impl KindModel {
             ScoreMode::NoveltyOnly => self.novelty_verdict(raw, top),
         }
     }
+}
+
+/// Role from the direction of initiation (the flow source's counters), `None` without them or with
+/// too little of either side to tell: a guest is the attacker when what it starts and the answers it
+/// gets (SYNs and datagrams sent; SYN-ACKs, resets and unreachables received) outweigh what others
+/// start at it and the answers it gives. Volume alone never decides: a guest that only answers a
+/// flood (SYN-ACKs, resets, unreachables: many packets) counts on the victim's side, so it is never
+/// the attacker.
+pub fn initiation_role(raw: &[Option<f64>]) -> Option<Role> {
+    let rates = |name: &str| -> Option<f64> { raw.get(feature_index(name)?).copied().flatten() };
+    let side = |names: &[&str]| -> Option<f64> {
+        let v: Vec<f64> = names.iter().filter_map(|n| rates(n)).collect();
+        (!v.is_empty()).then(|| v.iter().sum())
+    };
+    let at_guest = side(&["syn_in_ps", "flow_udp_in_ps", "synack_out_ps", "refusals_out_ps"])?;
+    let by_guest = side(&["syn_out_ps", "flow_udp_out_ps", "synack_in_ps", "refusals_in_ps"])?;
+    if at_guest + by_guest < 10.0 {
+        return None;
+    }
+    Some(if by_guest > at_guest { Role::Attacker } else { Role::Victim })
 }
 
 /// Role from the direction of traffic: a guest sending clearly more packets than it receives is the
@@ -877,5 +900,42 @@ mod tests {
     fn direction() {
         assert_eq!(direction_role(&raw(1.0, 9000.0, 60.0, 60.0)), Role::Attacker);
         assert_eq!(direction_role(&raw(9000.0, 9000.0, 60.0, 60.0)), Role::Victim);
+    }
+
+    #[test]
+    fn the_role_follows_who_started_the_traffic() {
+        // (syn_in, syn_out, synack_in, synack_out, udp_in, udp_out, refusals_in, refusals_out) per second.
+        let w = |v: [f64; 8]| {
+            let mut raw = vec![None; FEATURES.len()];
+            let names = [
+                "syn_in_ps",
+                "syn_out_ps",
+                "synack_in_ps",
+                "synack_out_ps",
+                "flow_udp_in_ps",
+                "flow_udp_out_ps",
+                "refusals_in_ps",
+                "refusals_out_ps",
+            ];
+            for (n, x) in names.iter().zip(v) {
+                raw[feature_index(n).unwrap()] = Some(x);
+            }
+            initiation_role(&raw)
+        };
+        // SYN flood victim, its SYN-ACKs to spoofed sources answered by resets: still the victim.
+        assert_eq!(w([17e3, 0.0, 0.0, 17e3, 0.0, 0.0, 17e3, 0.0]), Some(Role::Victim));
+        // The zombie of a spoofed SYN flood gets nothing back; an unspoofed one gets SYN-ACKs (and
+        // its kernel resets them: answers it gives, outweighed).
+        assert_eq!(w([0.0, 3e3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]), Some(Role::Attacker));
+        assert_eq!(w([0.0, 3e3, 3e3, 0.0, 0.0, 0.0, 0.0, 3e3]), Some(Role::Attacker));
+        // UDP flood: the victim answers with rate-limited unreachables; the zombie receives them.
+        assert_eq!(w([0.0, 0.0, 0.0, 0.0, 17e3, 0.0, 0.0, 1e3]), Some(Role::Victim));
+        assert_eq!(w([0.0, 0.0, 0.0, 0.0, 0.0, 17e3, 1e3, 0.0]), Some(Role::Attacker));
+        // ACK flood: the victim only resets; the zombie only receives resets.
+        assert_eq!(w([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 9e3]), Some(Role::Victim));
+        assert_eq!(w([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 9e3, 0.0]), Some(Role::Attacker));
+        // Nothing to go by: no flow source, or almost no traffic.
+        assert_eq!(initiation_role(&vec![None; FEATURES.len()]), None);
+        assert_eq!(w([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]), None);
     }
 }
