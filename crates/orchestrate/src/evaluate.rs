@@ -2,7 +2,7 @@
 //! vmguard's detector (Part B) trained and replayed; the data comes from [`crate::dataset`], the
 //! maths from `detect`.
 
-use detect::online::{AlertParams, DetectorModel, PartBReport, TrainParams, Training};
+use detect::online::{AlertParams, DetectorModel, LabelledGuest, PartBReport, TrainParams, Training};
 use detect::{CounterSample, FitConfig, Method, WindowParams};
 use serde::Serialize;
 
@@ -83,7 +83,18 @@ pub fn train(data: &[GuestData], window_ms: u64, alert: AlertParams) -> Result<T
     let mut trained_on: Vec<String> = data.iter().flat_map(|g| g.scenarios()).collect();
     trained_on.sort();
     trained_on.dedup();
-    detect::online::train(&guests, window_ms, alert, &TrainParams::default(), trained_on)
+    train_labelled(&guests, window_ms, alert, trained_on)
+}
+
+/// [`train`] on windows already labelled: the one training path (`detect train` and the held-out
+/// evaluation, [`crate::heldout`]), with the same parameters.
+pub fn train_labelled(
+    guests: &[LabelledGuest],
+    window_ms: u64,
+    alert: AlertParams,
+    trained_on: Vec<String>,
+) -> Result<Training, detect::online::ModelError> {
+    detect::online::train(guests, window_ms, alert, &TrainParams::default(), trained_on)
 }
 
 /// Replays recorded data through a model, as the agent would have scored it.

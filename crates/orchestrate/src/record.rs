@@ -113,6 +113,7 @@ pub fn record(
     std::thread::sleep(2 * opts.interval + Duration::from_millis(100));
     let start_ns = telemetry::unix_now_ns();
     let mut labels = Vec::new();
+    let mut phases = Vec::new();
     let mut failures = Vec::new();
     let mut interrupted = false;
     for p in &scenario.phases {
@@ -147,6 +148,7 @@ pub fn record(
             std::thread::sleep(Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())));
         }
         let phase_end = telemetry::unix_now_ns();
+        phases.push(crate::family::PhaseRecord::of(p, phase_start, phase_end));
         let failed_jobs: Vec<String> =
             workloads.into_iter().map(Job::failure).chain(floods.into_iter().map(Job::failure)).flatten().collect();
         let failed = !failed_jobs.is_empty();
@@ -170,6 +172,9 @@ pub fn record(
     let mut st =
         store::Store::open(&opts.store).map_err(|source| RecordError::Labels { path: path.clone(), source })?;
     st.add_labels(&labels).map_err(|source| RecordError::Labels { path: path.clone(), source })?;
+    // What each phase ran, so its scenario family is known later (`detect eval --leave-one-family-out`).
+    crate::family::store_run(&mut st, &scenario.name, start_ns, phases)
+        .map_err(|source| RecordError::Labels { path: path.clone(), source })?;
     Ok(RecordReport {
         scenario: scenario.name.clone(),
         store: path,
