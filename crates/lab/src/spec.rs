@@ -76,10 +76,10 @@ pub struct QemuSpec {
 }
 
 impl QemuSpec {
-    /// The programs the guest always gets: the benchmark tools `vmguard bench` runs inside it (both
-    /// Debian packages in `make deps`); with them the initramfs grows from ~2.5 to ~33 MB, boot stays
-    /// ~5-6 s.
-    pub const REQUIRED_GUEST_PROGRAMS: [&'static str; 2] = ["sysbench", "iperf3"];
+    /// The programs the guest always gets: the benchmark tools `vmguard bench` runs inside it, and
+    /// hping3 for zombie floods by a peer tool from the guest (all Debian packages in `make deps`);
+    /// with them the initramfs grows from ~2.5 to ~33 MB, boot stays ~5-6 s.
+    pub const REQUIRED_GUEST_PROGRAMS: [&'static str; 3] = ["sysbench", "iperf3", "hping3"];
 
     /// Every program for the guest: the required ones, then the configured extras, each name once.
     pub fn all_guest_programs(&self) -> Vec<String> {
@@ -318,12 +318,12 @@ mod tests {
     fn guest_programs_add_to_the_required_ones() {
         let mut q = QemuSpec::default();
         assert!(q.guest_programs.is_empty());
-        assert_eq!(q.all_guest_programs(), ["sysbench", "iperf3"]);
+        assert_eq!(q.all_guest_programs(), ["sysbench", "iperf3", "hping3"]);
         q.guest_programs = vec!["curl".into(), "iperf3".into(), "curl".into(), "/usr/bin/wrk".into()];
-        assert_eq!(q.all_guest_programs(), ["sysbench", "iperf3", "curl", "/usr/bin/wrk"]);
+        assert_eq!(q.all_guest_programs(), ["sysbench", "iperf3", "hping3", "curl", "/usr/bin/wrk"]);
         // A config that lists only extras still gets the benchmark tools.
         let spec: LabSpec = toml::from_str("[qemu]\nguest_programs = [\"curl\"]\n").unwrap();
-        assert_eq!(spec.qemu.all_guest_programs(), ["sysbench", "iperf3", "curl"]);
+        assert_eq!(spec.qemu.all_guest_programs(), ["sysbench", "iperf3", "hping3", "curl"]);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! Safety: [`prepare`] resolves the target through [`flood::TargetPolicy`] before anything else
 //! happens (only the running lab's victims, spoofed sources only from the lab's spoof range), and a
 //! zombie's vmguard checks the target again inside the victim ([`ZombieRequest::run`]). Every flood
-//! is bounded by its duration (and count); hping3, which has no duration flag, runs under `timeout`.
+//! is bounded by its duration (and count); the peer tools (hping3, trafgen, nping) run under `timeout`
+//! with a packet count, and only with a checked [`flood::Target`] (their command lines are built
+//! from one, [`tool_command`]), spoofing only inside the lab's spoof range.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -88,9 +90,19 @@ pub enum LaunchError {
         "flood source `{0}`: the vanilla victim is a bare server process; floods come from the attacker, a container or the qemu guest"
     )]
     NotASender(String),
-    /// hping3 runs from the attacker only.
-    #[error("hping3 floods run from the attacker host only, not from `{0}`")]
-    Hping3Sender(String),
+    /// A peer tool the qemu guest's image does not have.
+    #[error(
+        "the qemu guest `{from}` has no {tool}: use hping3 or the vmguard zombie flood (tool = \"vmguard\") from it"
+    )]
+    NotInGuest { from: String, tool: &'static str },
+    /// A peer tool asked for an unlimited rate.
+    #[error("{0} floods need a rate (e.g. 500, 5kpps, 10mbit), not unlimited")]
+    ToolRate(&'static str),
+    /// A peer tool asked for random sources it can only draw from all of IPv4.
+    #[error(
+        "{0}'s random sources cover all of IPv4, outside the lab's spoof range: give it one lab source (a /32 of the spoof range), or use trafgen or vmguard"
+    )]
+    ToolRandomSource(&'static str),
     /// The flood inside a zombie victim failed.
     #[error("the flood inside {from} failed (status {status}): {output}")]
     Zombie { from: String, status: i32, output: String },
@@ -105,9 +117,22 @@ pub enum LaunchError {
     /// A zombie request that is not one (the hidden `flood-agent` command).
     #[error("malformed zombie flood request")]
     Request(#[source] serde_json::Error),
-    /// hping3 ended with an error.
-    #[error("hping3 failed (status {status:?}): {stderr}")]
-    Hping3 { status: Option<i32>, stderr: String },
+    /// A peer tool (hping3, trafgen, nping) ended with an error.
+    #[error("{tool} failed (status {status:?}): {stderr}")]
+    Tool { tool: &'static str, status: Option<i32>, stderr: String },
+    /// The next hop's MAC address for trafgen's Ethernet header is unknown.
+    #[error("trafgen from {ns}: {source}")]
+    NextHop {
+        ns: String,
+        #[source]
+        source: flood::FloodError,
+    },
+    /// trafgen's packet configuration cannot be written.
+    #[error("cannot write trafgen's packet configuration")]
+    TrafgenConfig(#[source] std::io::Error),
+    /// Entering a namespace failed.
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
     /// An external command failed.
     #[error(transparent)]
     Exec(#[from] exec::ExecError),
@@ -183,17 +208,18 @@ pub struct FloodReport {
     pub from: Sender,
     pub target: String,
     pub tool: String,
-    /// The vmguard engine's summary (sent, errors, achieved rate, ...); hping3 has none.
+    /// The vmguard engine's summary (sent, errors, achieved rate, ...); the peer tools have none.
     pub summary: Option<Summary>,
-    /// Packets hping3 says it sent.
-    pub hping3_sent: Option<u64>,
+    /// Packets the peer tool (hping3, trafgen, nping) says it sent.
+    #[serde(alias = "hping3_sent")]
+    pub tool_sent: Option<u64>,
     pub victim: Option<VictimEffects>,
 }
 
 impl FloodReport {
     /// Packets sent, by whichever tool sent them.
     pub fn sent(&self) -> Option<u64> {
-        self.summary.as_ref().map(|s| s.sent).or(self.hping3_sent)
+        self.summary.as_ref().map(|s| s.sent).or(self.tool_sent)
     }
 }
 
@@ -275,8 +301,17 @@ enum Engine {
     Local(flood::Flood),
     /// The vmguard binary inside a victim.
     Zombie { from: String, request: ZombieRequest },
-    /// hping3 in the attacker's namespace.
-    Hping3 { target: Ipv4Addr, spoofed: Ipv4Addr, kind: FloodKind, port: u16, rate: units::Rate, bound: Duration },
+    /// A peer tool in a namespace (the attacker's, a victim's) or inside the qemu guest.
+    Tool { tool: FloodTool, site: ToolSite, command: ToolCommand, bound: Duration },
+}
+
+/// Where a peer tool runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolSite {
+    /// The host's binary in this network namespace (the attacker, vanilla, the container's).
+    Netns(String),
+    /// Inside this qemu victim, over its command channel.
+    Guest(String),
 }
 
 /// A flood whose target and configuration passed every check; nothing has been sent yet.
@@ -307,25 +342,25 @@ pub fn prepare(state: &LabState, plan: LabFlood) -> Result<PreparedFlood, Launch
             stopper.engine = Some(f.stop_handle());
             Engine::Local(f)
         }
-        (Sender::Attacker, FloodTool::Hping3) => {
-            // hping3's --rand-source draws from all of IPv4; vmguard spoofs only inside the lab's
-            // spoof range, so hping3 gets one source address drawn from that range.
-            let nanos =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-            let spoofed = match checked.source() {
-                flood::CheckedSource::Random(net) => wire::pick_in_subnet(net, nanos.wrapping_mul(2_654_435_761)),
-                flood::CheckedSource::Own => state.plan.attacker.address,
-            };
-            Engine::Hping3 {
-                target: checked.addr(),
-                spoofed,
-                kind: config.kind,
-                port: config.dst_port(),
-                rate: config.rate,
-                bound: config.duration,
-            }
+        (Sender::Attacker, tool) => {
+            let site = ToolSite::Netns(state.plan.attacker.ns.clone());
+            let command = tool_in(tool, &site, &checked, state.plan.attacker.address, &config)?;
+            Engine::Tool { tool, site, command, bound: config.duration }
         }
-        (Sender::Guest(g), FloodTool::Hping3) => return Err(LaunchError::Hping3Sender(g.clone())),
+        (Sender::Guest(g), tool @ (FloodTool::Hping3 | FloodTool::Trafgen | FloodTool::Nping)) => {
+            let sender = state.victim(g).ok_or_else(|| LaunchError::UnknownSender {
+                from: g.clone(),
+                victims: state.victims.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", "),
+            })?;
+            let site = match sender.kind {
+                VictimKind::Vanilla | VictimKind::Container => ToolSite::Netns(sender.ns.clone()),
+                VictimKind::Qemu if tool.in_guest() => ToolSite::Guest(g.clone()),
+                VictimKind::Qemu => return Err(LaunchError::NotInGuest { from: g.clone(), tool: tool.as_str() }),
+                VictimKind::Xen => return Err(LaunchError::NotASender(g.clone())),
+            };
+            let command = tool_in(tool, &site, &checked, sender.address, &config)?;
+            Engine::Tool { tool, site, command, bound: config.duration }
+        }
         (Sender::Guest(g), FloodTool::Vmguard) => {
             let sender = state.victim(g).ok_or_else(|| LaunchError::UnknownSender {
                 from: g.clone(),
@@ -369,18 +404,18 @@ impl PreparedFlood {
     pub fn run(self, progress: &mut dyn FnMut(&flood::Progress)) -> Result<FloodReport, LaunchError> {
         let PreparedFlood { state, from, target, tool, victim, engine, stopper } = self;
         let before = victim.as_ref().map(|v| VictimProbe::take(&state, v)).transpose()?;
-        let (summary, hping3_sent) = match engine {
+        let (summary, tool_sent) = match engine {
             Engine::Local(f) => (Some(f.run(|p| progress(p))?), None),
             Engine::Zombie { from, request } => (Some(run_zombie(&state, &from, request)?), None),
-            Engine::Hping3 { target, spoofed, kind, port, rate, bound } => {
-                (None, run_hping3(&state, target, spoofed, kind, port, rate, bound, &stopper)?)
+            Engine::Tool { tool, site, command, bound } => {
+                (None, run_tool(&state, tool, &site, &command, bound, &stopper)?)
             }
         };
         let effects = match (&victim, before) {
             (Some(v), Some(before)) => Some(VictimProbe::take(&state, v)?.effects_since(&before, &v.name)),
             _ => None,
         };
-        Ok(FloodReport { from, target, tool: tool.as_str().to_string(), summary, hping3_sent, victim: effects })
+        Ok(FloodReport { from, target, tool: tool.as_str().to_string(), summary, tool_sent, victim: effects })
     }
 
     /// Runs the flood on a thread of its own.
@@ -445,55 +480,282 @@ fn run_zombie(state: &LabState, from: &str, request: ZombieRequest) -> Result<Su
     })
 }
 
-/// hping3's mode flag and the IP packet length it sends (no TCP options, no UDP payload).
-fn hping3_mode(kind: FloodKind) -> (&'static str, usize) {
-    match kind {
-        FloodKind::Syn | FloodKind::SynClosed => ("-S", 40),
-        FloodKind::Ack => ("-A", 40),
-        FloodKind::Udp => ("--udp", 28),
+/// A peer tool's command, built from a guard-checked target only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCommand {
+    /// `timeout -s INT SECS tool ...`.
+    pub argv: Vec<String>,
+    /// trafgen's packet configuration (written to the file its `--conf` names).
+    pub trafgen_config: Option<String>,
+    /// The source addresses: one lab address, or a random part of the spoof range (trafgen).
+    pub source: flood::CheckedSource,
+    /// The packet bound passed to the tool.
+    pub count: u64,
+}
+
+/// trafgen's Ethernet link: egress interface, its MAC and the next hop's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafgenLink {
+    pub dev: String,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+}
+
+/// The IP packet length a peer tool sends for `kind` (TCP without options, UDP with the
+/// configuration's payload for trafgen, none for hping3 and nping).
+fn tool_ip_len(tool: FloodTool, kind: FloodKind, udp_payload: u16) -> usize {
+    match (kind, tool) {
+        (FloodKind::Udp, FloodTool::Trafgen) => 28 + udp_payload as usize,
+        (FloodKind::Udp, _) => 28,
+        _ => 40,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_hping3(
+/// Whole seconds for `timeout` (busybox's in the guest takes whole seconds), at least 1.
+fn timeout_secs(d: Duration) -> String {
+    d.as_secs_f64().ceil().max(1.0).to_string()
+}
+
+/// The command line of a peer tool flood toward `target` (guard-checked: a lab victim, sources in
+/// the lab's spoof range). `own` is the sender's own address (for `--source own`); `seed` picks the
+/// one fixed source of hping3 and nping inside the checked range; `link` is trafgen's Ethernet link
+/// and `conf` the path of its packet configuration. Bounded by `cfg.duration` (`timeout`) and a
+/// packet count (`cfg.count`, else the rate times the duration).
+pub fn tool_command(
+    tool: FloodTool,
+    target: &flood::Target,
+    own: Ipv4Addr,
+    cfg: &FloodConfig,
+    seed: u32,
+    link: Option<(&TrafgenLink, &str)>,
+) -> Result<ToolCommand, LaunchError> {
+    cfg.check()?;
+    let name = tool.as_str();
+    let ip_len = tool_ip_len(tool, cfg.kind, cfg.udp_payload_len);
+    let pps = cfg.rate.pps(ip_len).ok_or(LaunchError::ToolRate(name))?.max(1.0);
+    let count =
+        cfg.count.unwrap_or_else(|| (pps * cfg.duration.as_secs_f64()).ceil() as u64).clamp(1, flood::MAX_COUNT);
+    let fixed = |source: flood::CheckedSource| match source {
+        flood::CheckedSource::Random(net) if net.prefix_len() == 32 => net.addr(),
+        flood::CheckedSource::Random(net) => wire::pick_in_subnet(net, seed.wrapping_mul(2_654_435_761)),
+        flood::CheckedSource::Own => own,
+    };
+    let dst = target.addr().to_string();
+    let port = cfg.dst_port().to_string();
+    let mut argv: Vec<String> =
+        ["timeout", "-s", "INT", &timeout_secs(cfg.duration)].iter().map(|s| s.to_string()).collect();
+    let mut trafgen_config = None;
+    let mut source = target.source();
+    match tool {
+        FloodTool::Vmguard => unreachable!("the vmguard engine is not a peer tool"),
+        FloodTool::Hping3 => {
+            let src = fixed(target.source());
+            source = flood::CheckedSource::Random(ipnet::Ipv4Net::from(src));
+            let mode = match cfg.kind {
+                FloodKind::Syn | FloodKind::SynClosed => "-S",
+                FloodKind::Ack => "-A",
+                FloodKind::Udp => "--udp",
+            };
+            let gap = format!("u{}", ((1e6 / pps) as u64).max(1));
+            argv.extend(
+                ["hping3", "-q", mode, "-p", &port, "-i", &gap, "-c", &count.to_string(), "-a", &src.to_string(), &dst]
+                    .map(String::from),
+            );
+        }
+        FloodTool::Nping => {
+            let src = fixed(target.source());
+            source = flood::CheckedSource::Random(ipnet::Ipv4Net::from(src));
+            argv.push("nping".into());
+            match cfg.kind {
+                FloodKind::Syn | FloodKind::SynClosed => argv.extend(["--tcp", "--flags", "syn"].map(String::from)),
+                FloodKind::Ack => argv.extend(["--tcp", "--flags", "ack"].map(String::from)),
+                FloodKind::Udp => argv.push("--udp".into()),
+            }
+            argv.extend(
+                [
+                    "-p",
+                    &port,
+                    "--rate",
+                    &format!("{}", pps.round() as u64),
+                    "-c",
+                    &count.to_string(),
+                    "-S",
+                    &src.to_string(),
+                ]
+                .map(String::from),
+            );
+            // Raw IP sockets (the kernel routes and resolves), no capture of replies, no per-packet lines.
+            argv.extend(["--send-ip", "-N", "-H", "-q", &dst].map(String::from));
+        }
+        FloodTool::Trafgen => {
+            let (link, conf) = link.expect("trafgen needs its link");
+            trafgen_config = Some(trafgen_config_text(target, own, cfg, link));
+            argv.extend(
+                [
+                    "trafgen",
+                    "--dev",
+                    &link.dev,
+                    "--conf",
+                    conf,
+                    "--cpus",
+                    "1",
+                    "--no-sock-mem",
+                    "-n",
+                    &count.to_string(),
+                    "-b",
+                    &format!("{}pps", pps.round() as u64),
+                ]
+                .map(String::from),
+            );
+        }
+    }
+    Ok(ToolCommand { argv, trafgen_config, source, count })
+}
+
+fn mac_text(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// trafgen's packet configuration: one packet, its source drawn per packet from the checked range
+/// (byte by byte: the network's bytes fixed, the host bytes `drnd`), checksums computed by trafgen.
+fn trafgen_config_text(target: &flood::Target, own: Ipv4Addr, cfg: &FloodConfig, link: &TrafgenLink) -> String {
+    let mut ip = format!("ipv4(da={}, ttl={}", target.addr(), cfg.ttl);
+    match target.source() {
+        flood::CheckedSource::Own => ip.push_str(&format!(", sa={own}")),
+        flood::CheckedSource::Random(net) => {
+            let net = net.trunc();
+            ip.push_str(&format!(", sa={}", net.network()));
+            let base = net.network().octets();
+            let mask = net.netmask().octets();
+            for i in 0..4 {
+                match mask[i] {
+                    0xff => {}
+                    0 => ip.push_str(&format!(", sa[{i}]=drnd()")),
+                    m => ip.push_str(&format!(", sa[{i}]=drnd({}, {})", base[i], base[i] | !m)),
+                }
+            }
+        }
+    }
+    ip.push(')');
+    let port = cfg.dst_port();
+    let l4 = match cfg.kind {
+        FloodKind::Syn | FloodKind::SynClosed => format!("tcp(sp=drnd(), dp={port}, seq=drnd(), syn, window=64240)"),
+        FloodKind::Ack => format!("tcp(sp=drnd(), dp={port}, seq=drnd(), aseq=drnd(), ack, window=502)"),
+        FloodKind::Udp => format!("udp(sp=drnd(), dp={port}), fill(0x00, {})", cfg.udp_payload_len),
+    };
+    format!(
+        "# vmguard: {} flood at {} (lab victim), generated\n{{\n  eth(da={}, sa={}),\n  {ip},\n  {l4}\n}}\n",
+        cfg.kind,
+        target.addr(),
+        mac_text(&link.dst_mac),
+        mac_text(&link.src_mac)
+    )
+}
+
+/// trafgen's link from `ns` toward the checked target: the route's device and MAC, and the next
+/// hop's MAC from the neighbour table (after one datagram to the target's discard port if needed).
+fn trafgen_link(ns: &str, target: Ipv4Addr) -> Result<TrafgenLink, LaunchError> {
+    let hop = |source| LaunchError::NextHop { ns: ns.to_string(), source };
+    let route = flood::route::lookup(Some(ns), target).map_err(hop)?;
+    let dev = route.dev.clone();
+    let src_mac = route.mac.ok_or_else(|| {
+        hop(flood::FloodError::Neighbor { next_hop: route.next_hop, dev: format!("{dev} (not an Ethernet link)") })
+    })?;
+    let dst_mac = netns::run_in(ns, move || flood::route::resolve_neighbor(&route, target))?.map_err(hop)?;
+    Ok(TrafgenLink { dev, src_mac, dst_mac })
+}
+
+/// Builds a peer tool's command for `site` (trafgen: its link looked up there).
+fn tool_in(
+    tool: FloodTool,
+    site: &ToolSite,
+    checked: &flood::Target,
+    own: Ipv4Addr,
+    config: &FloodConfig,
+) -> Result<ToolCommand, LaunchError> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    if tool != FloodTool::Trafgen {
+        return tool_command(tool, checked, own, config, nanos, None);
+    }
+    let ToolSite::Netns(ns) = site else {
+        return Err(LaunchError::NotInGuest { from: "qemu".into(), tool: tool.as_str() });
+    };
+    let link = trafgen_link(ns, checked.addr())?;
+    // The path is filled in when the flood runs (the file lives as long as trafgen).
+    tool_command(tool, checked, own, config, nanos, Some((&link, TRAFGEN_CONF_PLACEHOLDER)))
+}
+
+const TRAFGEN_CONF_PLACEHOLDER: &str = "{trafgen-conf}";
+
+fn run_tool(
     state: &LabState,
-    target: Ipv4Addr,
-    spoofed: Ipv4Addr,
-    kind: FloodKind,
-    port: u16,
-    rate: units::Rate,
+    tool: FloodTool,
+    site: &ToolSite,
+    command: &ToolCommand,
     bound: Duration,
     stopper: &Stopper,
 ) -> Result<Option<u64>, LaunchError> {
-    let (mode, ip_len) = hping3_mode(kind);
-    let pace: Vec<String> = match rate.pps(ip_len) {
-        Some(pps) => vec!["-i".into(), format!("u{}", ((1e6 / pps.max(1e-3)) as u64).max(1))],
-        None => vec!["--flood".into()],
-    };
     if stopper.flag.load(Ordering::SeqCst) {
         return Ok(Some(0));
     }
-    // hping3 has no duration flag: `timeout` bounds it (and exec's timeout bounds that).
-    let out = exec::Cmd::new("timeout")
-        .args(["-s", "INT", &format!("{:.1}", bound.as_secs_f64()), "hping3", "-q", mode, "-p", &port.to_string()])
-        .args(&pace)
-        .args(["-a", &spoofed.to_string(), &target.to_string()])
-        .netns(&state.plan.attacker.ns)
-        .timeout(bound + Duration::from_secs(5))
-        .run_unchecked()?;
-    // timeout's 124 (or hping3's exit on SIGINT) is the normal end.
-    if !matches!(out.status.code(), Some(0 | 1 | 124 | 130)) {
-        return Err(LaunchError::Hping3 { status: out.status.code(), stderr: out.stderr.trim().into() });
+    let name = tool.as_str();
+    let mut argv = command.argv.clone();
+    // trafgen's configuration, in a file removed when this function returns.
+    let conf = match &command.trafgen_config {
+        Some(text) => {
+            let mut f = tempfile::Builder::new()
+                .prefix("vmguard-trafgen-")
+                .suffix(".cfg")
+                .tempfile()
+                .map_err(LaunchError::TrafgenConfig)?;
+            std::io::Write::write_all(&mut f, text.as_bytes()).map_err(LaunchError::TrafgenConfig)?;
+            let path = f.into_temp_path();
+            for a in &mut argv {
+                if a == TRAFGEN_CONF_PLACEHOLDER {
+                    *a = path.display().to_string();
+                }
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    // `timeout` bounds the tool (its count too), and exec's timeout, a little later, bounds that.
+    let grace = bound + Duration::from_secs(10);
+    let (status, output) = match site {
+        ToolSite::Netns(ns) => {
+            let out = exec::Cmd::new(&argv[0]).args(&argv[1..]).netns(ns).timeout(grace).run_unchecked()?;
+            (out.status.code(), format!("{}\n{}", out.stdout, out.stderr))
+        }
+        ToolSite::Guest(g) => {
+            let out = lab::victim::run_in(state, g, &argv, grace)?;
+            (Some(out.status), out.output)
+        }
+    };
+    drop(conf);
+    // timeout's 124 (or the tool's exit on SIGINT) is the normal end.
+    if !matches!(status, Some(0 | 1 | 124 | 130)) {
+        return Err(LaunchError::Tool { tool: name, status, stderr: output.trim().into() });
     }
-    Ok(hping3_sent(&format!("{}\n{}", out.stdout, out.stderr)))
+    Ok(tool_sent(&output))
+}
+
+/// Packets sent, from the peer tools' statistics: hping3's `N packets transmitted, ...`, trafgen's
+/// `N packets outgoing`, nping's `Raw packets sent: N (...)`.
+pub fn tool_sent(output: &str) -> Option<u64> {
+    output.lines().find_map(|l| {
+        let l = l.trim();
+        if let Some(rest) = l.strip_prefix("Raw packets sent:") {
+            return rest.split_whitespace().next()?.parse().ok();
+        }
+        let (n, rest) = l.split_once(' ')?;
+        let rest = rest.trim_start();
+        (rest.starts_with("packets transmitted") || rest.starts_with("packets outgoing")).then(|| n.parse().ok())?
+    })
 }
 
 /// Packets sent, from hping3's statistics line (`N packets transmitted, M packets received, ...`).
 pub fn hping3_sent(output: &str) -> Option<u64> {
-    output.lines().find_map(|l| {
-        let (n, rest) = l.trim().split_once(' ')?;
-        rest.starts_with("packets transmitted").then(|| n.parse().ok()).flatten()
-    })
+    tool_sent(output)
 }
 
 /// Counters of a victim at one moment.
@@ -588,6 +850,151 @@ mod tests {
         let out = "--- 10.0.0.1 hping statistic ---\n12345 packets transmitted, 0 packets received, 100% packet loss\n";
         assert_eq!(hping3_sent(out), Some(12345));
         assert_eq!(hping3_sent("garbage"), None);
+    }
+
+    fn lab() -> TargetPolicy {
+        TargetPolicy {
+            lab_targets: vec![
+                ("vanilla".into(), Ipv4Addr::new(10, 213, 10, 2)),
+                ("qemu".into(), Ipv4Addr::new(10, 213, 12, 2)),
+            ],
+            spoof_subnet: "10.213.128.0/17".parse().unwrap(),
+            lab_network: "10.213.0.0/16".parse().unwrap(),
+            allow_loopback: false,
+        }
+    }
+
+    fn cfg(kind: FloodKind, rate: &str, secs: u64, count: Option<u64>) -> FloodConfig {
+        FloodConfig {
+            kind,
+            rate: rate.parse().unwrap(),
+            duration: Duration::from_secs(secs),
+            count,
+            ..FloodConfig::default()
+        }
+    }
+
+    fn arg_after<'a>(argv: &'a [String], flag: &str) -> &'a str {
+        let i = argv.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} in {argv:?}"));
+        &argv[i + 1]
+    }
+
+    const OWN: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 2);
+
+    #[test]
+    fn hping3_and_nping_command_lines_are_bounded_and_spoof_one_lab_address() {
+        let spoof: ipnet::Ipv4Net = "10.213.128.0/17".parse().unwrap();
+        let t = lab().resolve("qemu", SourceChoice::Spoof).unwrap();
+        let c = tool_command(FloodTool::Hping3, &t, OWN, &cfg(FloodKind::Ack, "500", 20, None), 7, None).unwrap();
+        assert_eq!(&c.argv[..4], ["timeout", "-s", "INT", "20"]);
+        assert_eq!(c.argv[4], "hping3");
+        assert!(c.argv.contains(&"-A".to_string()), "{:?}", c.argv);
+        assert_eq!(arg_after(&c.argv, "-i"), "u2000");
+        assert_eq!(arg_after(&c.argv, "-c"), "10000", "500/s for 20 s");
+        assert_eq!(arg_after(&c.argv, "-p"), "80");
+        let src: Ipv4Addr = arg_after(&c.argv, "-a").parse().unwrap();
+        assert!(spoof.contains(&src), "{src}");
+        assert_eq!(c.argv.last().unwrap(), "10.213.12.2");
+        assert_eq!(c.count, 10_000);
+
+        // A fixed source (a /32 of the spoof range) is used as it is; an explicit count wins.
+        let fixed = lab().resolve("vanilla", SourceChoice::SpoofIn("10.213.200.9/32".parse().unwrap())).unwrap();
+        let c = tool_command(FloodTool::Nping, &fixed, OWN, &cfg(FloodKind::Syn, "5kpps", 15, Some(1234)), 7, None)
+            .unwrap();
+        assert_eq!(c.argv[4], "nping");
+        assert_eq!(arg_after(&c.argv, "--flags"), "syn");
+        assert_eq!(arg_after(&c.argv, "--rate"), "5000");
+        assert_eq!(arg_after(&c.argv, "-c"), "1234");
+        assert_eq!(arg_after(&c.argv, "-S"), "10.213.200.9");
+        assert_eq!(arg_after(&c.argv, "-p"), "80");
+        assert_eq!(c.argv.last().unwrap(), "10.213.10.2");
+        let c = tool_command(FloodTool::Nping, &fixed, OWN, &cfg(FloodKind::Udp, "500", 15, None), 7, None).unwrap();
+        assert!(c.argv.contains(&"--udp".to_string()) && !c.argv.contains(&"--flags".to_string()), "{:?}", c.argv);
+        assert_eq!(arg_after(&c.argv, "-p"), "9");
+        // Bits per second become packets per second of the tool's own packet size (40-byte SYNs).
+        let c = tool_command(FloodTool::Hping3, &fixed, OWN, &cfg(FloodKind::Syn, "1mbit", 10, None), 7, None).unwrap();
+        assert_eq!(arg_after(&c.argv, "-c"), "23149", "1e6 / (54 * 8) packets/s for 10 s, rounded up");
+        // Own source: the sender's address.
+        let own = lab().resolve("qemu", SourceChoice::Own).unwrap();
+        let c = tool_command(FloodTool::Hping3, &own, OWN, &cfg(FloodKind::Syn, "500", 10, None), 7, None).unwrap();
+        assert_eq!(arg_after(&c.argv, "-a"), "10.213.1.2");
+        // No unlimited rate, no unbounded or absurd configuration.
+        assert!(matches!(
+            tool_command(FloodTool::Nping, &fixed, OWN, &cfg(FloodKind::Syn, "unlimited", 10, None), 7, None),
+            Err(LaunchError::ToolRate("nping"))
+        ));
+        assert!(matches!(
+            tool_command(FloodTool::Nping, &fixed, OWN, &cfg(FloodKind::Syn, "500", 0, None), 7, None),
+            Err(LaunchError::Flood(_))
+        ));
+        assert!(matches!(
+            tool_command(FloodTool::Nping, &fixed, OWN, &cfg(FloodKind::Syn, "500", 10, Some(0)), 7, None),
+            Err(LaunchError::Flood(_))
+        ));
+    }
+
+    #[test]
+    fn trafgen_config_draws_sources_inside_the_checked_range_only() {
+        let link = TrafgenLink { dev: "vmg-att0".into(), src_mac: [2, 0, 0, 0, 0, 1], dst_mac: [2, 0, 0, 0, 0, 0xfe] };
+        let t = lab().resolve("qemu", SourceChoice::Spoof).unwrap();
+        let c = tool_command(
+            FloodTool::Trafgen,
+            &t,
+            OWN,
+            &cfg(FloodKind::Syn, "3000", 20, None),
+            1,
+            Some((&link, "/tmp/x.cfg")),
+        )
+        .unwrap();
+        let conf = c.trafgen_config.as_deref().unwrap();
+        assert!(conf.contains("eth(da=02:00:00:00:00:fe, sa=02:00:00:00:00:01)"), "{conf}");
+        // 10.213.128.0/17: the first two bytes fixed, the third 128..255, the fourth any.
+        assert!(
+            conf.contains("ipv4(da=10.213.12.2, ttl=64, sa=10.213.128.0, sa[2]=drnd(128, 255), sa[3]=drnd())"),
+            "{conf}"
+        );
+        assert!(conf.contains("tcp(sp=drnd(), dp=80, seq=drnd(), syn, window=64240)"), "{conf}");
+        assert_eq!(arg_after(&c.argv, "--conf"), "/tmp/x.cfg");
+        assert_eq!(arg_after(&c.argv, "--dev"), "vmg-att0");
+        assert_eq!(arg_after(&c.argv, "-b"), "3000pps");
+        assert_eq!(arg_after(&c.argv, "-n"), "60000");
+        assert_eq!(arg_after(&c.argv, "--cpus"), "1");
+        assert_eq!(&c.argv[..4], ["timeout", "-s", "INT", "20"]);
+        // A part of the spoof range, a fixed source, ACK and UDP kinds.
+        let part = lab().resolve("qemu", SourceChoice::SpoofIn("10.213.200.0/22".parse().unwrap())).unwrap();
+        let c =
+            tool_command(FloodTool::Trafgen, &part, OWN, &cfg(FloodKind::Ack, "500", 5, None), 1, Some((&link, "f")))
+                .unwrap();
+        let conf = c.trafgen_config.unwrap();
+        assert!(conf.contains("sa=10.213.200.0, sa[2]=drnd(200, 203), sa[3]=drnd())"), "{conf}");
+        assert!(conf.contains("aseq=drnd(), ack,"), "{conf}");
+        let one = lab().resolve("qemu", SourceChoice::SpoofIn("10.213.130.7/32".parse().unwrap())).unwrap();
+        let c =
+            tool_command(FloodTool::Trafgen, &one, OWN, &cfg(FloodKind::Udp, "500", 5, None), 1, Some((&link, "f")))
+                .unwrap();
+        let conf = c.trafgen_config.unwrap();
+        assert!(conf.contains("sa=10.213.130.7)") && !conf.contains("drnd(1") && !conf.contains("sa["), "{conf}");
+        assert!(conf.contains("udp(sp=drnd(), dp=9), fill(0x00, 64)"), "{conf}");
+    }
+
+    #[test]
+    fn peer_tools_get_no_target_or_source_outside_the_lab() {
+        // The command builders take only a guard-checked target; the guard refuses the rest.
+        for bad in ["8.8.8.8", "192.168.1.1", "10.213.1.2", "10.213.255.255", "224.0.0.1", "example.com"] {
+            assert!(lab().resolve(bad, SourceChoice::Spoof).is_err(), "{bad}");
+        }
+        for outside in ["10.213.1.0/24", "10.214.128.0/17", "8.8.8.8/32", "10.213.0.0/16"] {
+            let e = lab().resolve("qemu", SourceChoice::SpoofIn(outside.parse().unwrap()));
+            assert!(matches!(e, Err(flood::GuardError::SpoofOutsideSubnet { .. })), "{outside}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn peer_tool_statistics() {
+        assert_eq!(tool_sent("\n         200 packets outgoing\n       10800 bytes outgoing\n"), Some(200));
+        assert_eq!(tool_sent("Raw packets sent: 300 (12.000KB) | Rcvd: 0 (0B) | Lost: 300 (100.00%)"), Some(300));
+        assert_eq!(tool_sent("12 packets transmitted, 0 packets received, 100% packet loss"), Some(12));
+        assert_eq!(tool_sent("nothing"), None);
     }
 
     #[test]

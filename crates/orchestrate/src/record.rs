@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use detect::truth::Truth;
-use flood::FloodConfig;
 use serde::Serialize;
 
 use crate::collect::{CollectError, CollectLoop};
-use crate::flood::{LabFlood, LaunchError};
+use crate::flood::LaunchError;
 use crate::scenario::{FloodSpec, Scenario, ScenarioError};
 use crate::workload::{self, Job};
 
@@ -70,16 +69,10 @@ pub struct RecordReport {
 }
 
 fn flood_job(state: &lab::LabState, f: &FloodSpec, dur: Duration) -> Result<Job<LaunchError>, LaunchError> {
-    let plan = LabFlood {
-        from: f.from.clone(),
-        target: f.target.clone(),
-        source: flood::SourceChoice::Spoof,
-        tool: f.tool,
-        config: FloodConfig { kind: f.kind, rate: f.rate, duration: dur, ..FloodConfig::default() },
-        measure_victim: false,
-    };
+    let plan = f.lab_flood(state, dur);
     let prepared = crate::flood::prepare(state, plan)?;
-    let what = format!("{} {} flood {} -> {} at {}", f.tool.as_str(), f.kind, f.from, f.target, f.rate);
+    let what =
+        format!("{} {} flood {} -> {} at {} ({} sources)", f.tool.as_str(), f.kind, f.from, f.target, f.rate, f.source);
     Ok(Job::spawn(what, move || prepared.run(&mut |_| {}).map(|_| ())))
 }
 

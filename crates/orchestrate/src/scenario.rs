@@ -36,11 +36,29 @@ pub enum WorkloadKind {
     Cpu,
     /// Writes and reads of a file inside the victim.
     Fileio,
+    /// A flash crowd: waves of hundreds of wrk clients opening their connections at once (benign,
+    /// but a burst of SYNs that overflows busybox httpd's listen queue of 9).
+    FlashCrowd,
+    /// Small-packet UDP at a high packet rate (iperf3 -u with a short -l) from the client host.
+    Udp,
+    /// The victim downloads from the client host at full speed (iperf3 run inside the victim, -R).
+    Download,
+    /// A backup of many small files: tar inside the victim piped over TCP to the client host (busybox nc).
+    Backup,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 5] =
-        [WorkloadKind::Web, WorkloadKind::Bulk, WorkloadKind::Connections, WorkloadKind::Cpu, WorkloadKind::Fileio];
+    pub const ALL: [WorkloadKind; 9] = [
+        WorkloadKind::Web,
+        WorkloadKind::Bulk,
+        WorkloadKind::Connections,
+        WorkloadKind::Cpu,
+        WorkloadKind::Fileio,
+        WorkloadKind::FlashCrowd,
+        WorkloadKind::Udp,
+        WorkloadKind::Download,
+        WorkloadKind::Backup,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,6 +67,18 @@ impl WorkloadKind {
             WorkloadKind::Connections => "connections",
             WorkloadKind::Cpu => "cpu",
             WorkloadKind::Fileio => "fileio",
+            WorkloadKind::FlashCrowd => "flash-crowd",
+            WorkloadKind::Udp => "udp",
+            WorkloadKind::Download => "download",
+            WorkloadKind::Backup => "backup",
+        }
+    }
+
+    /// `parallel` when the scenario does not say: a flash crowd is hundreds of clients.
+    pub fn default_parallel(self) -> u32 {
+        match self {
+            WorkloadKind::FlashCrowd => 600,
+            _ => 1,
         }
     }
 }
@@ -74,27 +104,87 @@ impl std::str::FromStr for WorkloadKind {
 pub enum FloodTool {
     /// The project's own flood engine (from the attacker or inside a victim acting as a zombie).
     Vmguard,
-    /// hping3, the peer tool, from the attacker host only.
+    /// hping3, the classic peer tool (from the attacker, a victim's namespace, or the qemu guest).
     Hping3,
+    /// trafgen (netsniff-ng) with a generated packet configuration (attacker or a victim's namespace).
+    Trafgen,
+    /// nping (nmap) in raw mode (attacker or a victim's namespace).
+    Nping,
 }
 
 impl FloodTool {
+    pub const ALL: [FloodTool; 4] = [FloodTool::Vmguard, FloodTool::Hping3, FloodTool::Trafgen, FloodTool::Nping];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FloodTool::Vmguard => "vmguard",
             FloodTool::Hping3 => "hping3",
+            FloodTool::Trafgen => "trafgen",
+            FloodTool::Nping => "nping",
         }
+    }
+
+    /// Whether the tool can draw random sources from the lab's spoof range (hping3's and nping's
+    /// random sources would cover all of IPv4, so they send from one fixed lab address).
+    pub fn random_sources(self) -> bool {
+        matches!(self, FloodTool::Vmguard | FloodTool::Trafgen)
+    }
+
+    /// Whether the tool can run inside the qemu guest (its binary is in the guest image).
+    pub fn in_guest(self) -> bool {
+        matches!(self, FloodTool::Vmguard | FloodTool::Hping3)
+    }
+}
+
+impl std::fmt::Display for FloodTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 impl std::str::FromStr for FloodTool {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "vmguard" => Ok(FloodTool::Vmguard),
-            "hping3" => Ok(FloodTool::Hping3),
-            other => Err(format!("unknown flood tool `{other}` (use vmguard or hping3)")),
+        FloodTool::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = FloodTool::ALL.iter().map(|t| t.as_str()).collect();
+            format!("unknown flood tool `{s}` (use {})", names.join(", "))
+        })
+    }
+}
+
+/// The source addresses of a flood, always inside the lab's spoof range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceMode {
+    /// A new random address of the spoof range per packet (vmguard, trafgen).
+    Random,
+    /// One address of the spoof range, drawn when the flood starts.
+    Fixed,
+}
+
+impl SourceMode {
+    pub const ALL: [SourceMode; 2] = [SourceMode::Random, SourceMode::Fixed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceMode::Random => "random",
+            SourceMode::Fixed => "fixed",
         }
+    }
+}
+
+impl std::fmt::Display for SourceMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SourceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SourceMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown flood source `{s}` (use random or fixed)"))
     }
 }
 
@@ -107,7 +197,35 @@ pub struct Workload {
     pub parallel: u32,
     /// bulk: the victim sends instead of receiving.
     pub reverse: bool,
+    /// udp: the packet rate (or bit rate on Ethernet frames).
+    pub rate: Option<Rate>,
+    /// udp: payload bytes per datagram.
+    pub length: u16,
+    /// backup: how many small files are archived.
+    pub files: u32,
 }
+
+impl Workload {
+    /// A workload with every option at its default.
+    pub fn new(kind: WorkloadKind, target: impl Into<String>) -> Workload {
+        Workload {
+            kind,
+            target: target.into(),
+            parallel: kind.default_parallel(),
+            reverse: false,
+            rate: None,
+            length: DEFAULT_UDP_LENGTH,
+            files: DEFAULT_BACKUP_FILES,
+        }
+    }
+}
+
+/// UDP payload bytes when a `udp` workload does not say.
+pub const DEFAULT_UDP_LENGTH: u16 = 64;
+/// Files a `backup` workload archives when it does not say.
+pub const DEFAULT_BACKUP_FILES: u32 = 2000;
+/// A `udp` workload's rate when it does not say.
+pub const DEFAULT_UDP_RATE: Rate = Rate::PacketsPerSec(10_000);
 
 /// A flood in a phase.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +235,42 @@ pub struct FloodSpec {
     pub rate: Rate,
     pub tool: FloodTool,
     pub kind: FloodKind,
+    /// Random or fixed sources, inside the lab's spoof range either way.
+    pub source: SourceMode,
+    /// At most this many packets (None: the rate times the phase's duration bounds it).
+    pub count: Option<u64>,
+}
+
+impl FloodSpec {
+    /// The flood to launch for this spec on the running lab, bounded by `dur` (and the spec's count).
+    /// A fixed source is one address of the lab's spoof range, drawn now (the guard checks it again).
+    pub fn lab_flood(&self, state: &lab::LabState, dur: Duration) -> crate::flood::LabFlood {
+        let source = match self.source {
+            SourceMode::Random => flood::SourceChoice::Spoof,
+            SourceMode::Fixed => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .subsec_nanos();
+                let addr = wire::pick_in_subnet(state.plan.spoof_subnet, nanos.wrapping_mul(2_654_435_761));
+                flood::SourceChoice::SpoofIn(ipnet::Ipv4Net::from(addr))
+            }
+        };
+        crate::flood::LabFlood {
+            from: self.from.clone(),
+            target: self.target.clone(),
+            source,
+            tool: self.tool,
+            config: flood::FloodConfig {
+                kind: self.kind,
+                rate: self.rate,
+                duration: dur,
+                count: self.count,
+                ..flood::FloodConfig::default()
+            },
+            measure_victim: false,
+        }
+    }
 }
 
 /// One phase of a scenario.
@@ -210,6 +364,12 @@ struct RawWorkload {
     parallel: Option<u32>,
     #[serde(default)]
     reverse: bool,
+    #[serde(default)]
+    rate: Option<String>,
+    #[serde(default)]
+    length: Option<u16>,
+    #[serde(default)]
+    files: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +383,10 @@ struct RawFlood {
     tool: Option<String>,
     #[serde(default)]
     kind: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    count: Option<u64>,
 }
 
 impl Scenario {
@@ -245,14 +409,52 @@ impl Scenario {
             let mut workloads = Vec::new();
             for w in &p.workloads {
                 let kind: WorkloadKind = w.kind.parse().map_err(|e| field("workload.kind", e))?;
-                let parallel = w.parallel.unwrap_or(1);
+                let parallel = w.parallel.unwrap_or(kind.default_parallel());
                 if parallel == 0 || parallel > 10_000 {
                     return Err(field("workload.parallel", format!("{parallel} must be 1 to 10000")));
                 }
                 if w.reverse && kind != WorkloadKind::Bulk {
                     return Err(field("workload.reverse", format!("only bulk workloads can run reversed, not {kind}")));
                 }
-                workloads.push(Workload { kind, target: w.target.clone(), parallel, reverse: w.reverse });
+                let only = |name: &'static str, set: bool, k: WorkloadKind| {
+                    if set && kind != k {
+                        Err(field(name, format!("only {k} workloads take `{}`, not {kind}", &name[9..])))
+                    } else {
+                        Ok(())
+                    }
+                };
+                only("workload.rate", w.rate.is_some(), WorkloadKind::Udp)?;
+                only("workload.length", w.length.is_some(), WorkloadKind::Udp)?;
+                only("workload.files", w.files.is_some(), WorkloadKind::Backup)?;
+                let rate = match &w.rate {
+                    Some(r) => {
+                        let rate: Rate =
+                            r.parse().map_err(|e: units::ParseError| field("workload.rate", e.to_string()))?;
+                        if rate.is_unlimited() {
+                            return Err(field("workload.rate", "a udp workload needs a rate (e.g. 10kpps)".into()));
+                        }
+                        Some(rate)
+                    }
+                    None if kind == WorkloadKind::Udp => Some(DEFAULT_UDP_RATE),
+                    None => None,
+                };
+                let length = w.length.unwrap_or(DEFAULT_UDP_LENGTH);
+                if !(16..=1472).contains(&length) {
+                    return Err(field("workload.length", format!("{length} must be 16 to 1472 bytes")));
+                }
+                let files = w.files.unwrap_or(DEFAULT_BACKUP_FILES);
+                if files == 0 || files > 100_000 {
+                    return Err(field("workload.files", format!("{files} must be 1 to 100000")));
+                }
+                workloads.push(Workload {
+                    kind,
+                    target: w.target.clone(),
+                    parallel,
+                    reverse: w.reverse,
+                    rate,
+                    length,
+                    files,
+                });
             }
             let mut floods = Vec::new();
             for f in &p.floods {
@@ -268,8 +470,33 @@ impl Scenario {
                         "a scenario's flood needs a rate (e.g. 5000, 5kpps, 10mbit)".into(),
                     ));
                 }
-                if tool == FloodTool::Hping3 && from != Sender::Attacker {
-                    return Err(field("flood.tool", "hping3 floods run from the attacker host only".into()));
+                let source = match f.source.as_deref() {
+                    Some(m) => m.parse().map_err(|e| field("flood.source", e))?,
+                    None if tool.random_sources() => SourceMode::Random,
+                    None => SourceMode::Fixed,
+                };
+                if source == SourceMode::Random && !tool.random_sources() {
+                    return Err(field(
+                        "flood.source",
+                        format!(
+                            "{tool}'s random sources cover all of IPv4, outside the lab's spoof range: use source = \"fixed\" \
+                             (one lab address), or tool = \"trafgen\" or \"vmguard\" for random lab sources"
+                        ),
+                    ));
+                }
+                if let Some(c) = f.count
+                    && (c == 0 || c > flood::MAX_COUNT)
+                {
+                    return Err(field("flood.count", format!("{c} must be 1 to {}", flood::MAX_COUNT)));
+                }
+                // Victims are named by their kind: `qemu` is the guest, whose image has vmguard and hping3 only.
+                if from.guest() == Some("qemu") && !tool.in_guest() {
+                    return Err(field(
+                        "flood.tool",
+                        format!(
+                            "the qemu guest has no {tool}: use tool = \"hping3\" or \"vmguard\" (the vmguard zombie flood) from it"
+                        ),
+                    ));
                 }
                 if from.guest() == Some(f.target.as_str()) {
                     return Err(field("flood.target", format!("`{}` cannot flood itself", f.target)));
@@ -277,7 +504,7 @@ impl Scenario {
                 if f.target == "attacker" {
                     return Err(field("flood.target", "floods go to lab victims, not to the attacker".into()));
                 }
-                floods.push(FloodSpec { target: f.target.clone(), from, rate, tool, kind });
+                floods.push(FloodSpec { target: f.target.clone(), from, rate, tool, kind, source, count: f.count });
             }
             phases.push(Phase { name: p.name, duration, workloads, floods });
         }
@@ -390,6 +617,61 @@ mod tests {
     }
 
     #[test]
+    fn new_tools_sources_counts_and_workloads() {
+        let s = Scenario::parse(
+            r#"name = "x"
+[[phase]]
+name = "a"
+duration = "20s"
+workload = [
+  { kind = "flash-crowd", target = "vanilla" },
+  { kind = "udp", target = "container", rate = "8kpps", length = 32 },
+  { kind = "udp", target = "qemu" },
+  { kind = "download", target = "qemu", parallel = 2 },
+  { kind = "backup", target = "container", files = 500 },
+]
+flood = [
+  { target = "qemu", tool = "trafgen", rate = "500", kind = "ack" },
+  { target = "qemu", tool = "nping", rate = "500", count = 4000 },
+  { target = "vanilla", tool = "hping3", from = "qemu", rate = "2kpps", kind = "udp" },
+  { target = "qemu", tool = "trafgen", from = "container", rate = "3000", source = "fixed" },
+]
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let p = &s.phases[0];
+        let kinds: Vec<&str> = p.workloads.iter().map(|w| w.kind.as_str()).collect();
+        assert_eq!(kinds, ["flash-crowd", "udp", "udp", "download", "backup"]);
+        assert_eq!(p.workloads[0].parallel, 600, "a flash crowd is hundreds of clients by default");
+        assert_eq!((p.workloads[1].rate, p.workloads[1].length), (Some(Rate::PacketsPerSec(8000)), 32));
+        assert_eq!((p.workloads[2].rate, p.workloads[2].length), (Some(DEFAULT_UDP_RATE), DEFAULT_UDP_LENGTH));
+        assert_eq!(p.workloads[4].files, 500);
+        assert_eq!(p.workloads[3], Workload { parallel: 2, ..Workload::new(WorkloadKind::Download, "qemu") });
+        let f = &p.floods;
+        assert_eq!((f[0].tool, f[0].source, f[0].count), (FloodTool::Trafgen, SourceMode::Random, None));
+        assert_eq!((f[1].tool, f[1].source, f[1].count), (FloodTool::Nping, SourceMode::Fixed, Some(4000)));
+        assert_eq!(
+            (f[2].tool, f[2].source, &f[2].from),
+            (FloodTool::Hping3, SourceMode::Fixed, &Sender::Guest("qemu".into()))
+        );
+        assert_eq!((f[3].source, f[3].from.guest()), (SourceMode::Fixed, Some("container")));
+        assert_eq!(p.truth_of("qemu"), Truth::AttackVictim);
+        assert_eq!(p.truth_of("container"), Truth::AttackZombie);
+        for t in FloodTool::ALL {
+            assert_eq!(t.as_str().parse::<FloodTool>(), Ok(t));
+        }
+        for k in WorkloadKind::ALL {
+            assert_eq!(k.as_str().parse::<WorkloadKind>(), Ok(k));
+        }
+        for m in SourceMode::ALL {
+            assert_eq!(m.as_str().parse::<SourceMode>(), Ok(m));
+        }
+        let names: Vec<&str> = FloodTool::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(names, ["vmguard", "hping3", "trafgen", "nping"]);
+    }
+
+    #[test]
     fn errors_name_file_phase_and_field() {
         let phase = |body: &str| format!("name = \"x\"\n[[phase]]\nname = \"p1\"\nduration = \"5s\"\n{body}");
         let cases = [
@@ -397,12 +679,38 @@ mod tests {
             (phase("[[phase.workload]]\nkind = \"dance\"\ntarget = \"qemu\"\n"), "workload.kind"),
             (phase("[[phase.flood]]\ntarget = \"qemu\"\nrate = \"fast\"\n"), "flood.rate"),
             (phase("[[phase.flood]]\ntarget = \"qemu\"\nrate = \"5\"\nkind = \"icmp\"\n"), "flood.kind"),
-            (
-                phase("[[phase.flood]]\ntarget = \"qemu\"\nrate = \"5\"\ntool = \"hping3\"\nfrom = \"container\"\n"),
-                "flood.tool",
-            ),
             (phase("[[phase.flood]]\ntarget = \"qemu\"\nrate = \"5\"\nfrom = \"qemu\"\n"), "flood.target"),
             (phase("[[phase.flood]]\ntarget = \"qemu\"\nrate = \"unlimited\"\n"), "flood.rate"),
+            (phase("[[phase.flood]]\ntarget = \"qemu\"\nrate = \"5\"\ntool = \"scapy\"\n"), "flood.tool"),
+            (phase("[[phase.flood]]\ntarget = \"qemu\"\nrate = \"5\"\nsource = \"everywhere\"\n"), "flood.source"),
+            (
+                phase("[[phase.flood]]\ntarget = \"qemu\"\nrate = \"5\"\ntool = \"hping3\"\nsource = \"random\"\n"),
+                "flood.source",
+            ),
+            (
+                phase("[[phase.flood]]\ntarget = \"qemu\"\nrate = \"5\"\ntool = \"nping\"\nsource = \"random\"\n"),
+                "flood.source",
+            ),
+            (phase("[[phase.flood]]\ntarget = \"qemu\"\nrate = \"5\"\ncount = 0\n"), "flood.count"),
+            (
+                phase("[[phase.flood]]\ntarget = \"vanilla\"\nrate = \"5\"\ntool = \"trafgen\"\nfrom = \"qemu\"\n"),
+                "flood.tool",
+            ),
+            (
+                phase("[[phase.flood]]\ntarget = \"vanilla\"\nrate = \"5\"\ntool = \"nping\"\nfrom = \"qemu\"\n"),
+                "flood.tool",
+            ),
+            (phase("[[phase.workload]]\nkind = \"web\"\ntarget = \"qemu\"\nrate = \"5kpps\"\n"), "workload.rate"),
+            (phase("[[phase.workload]]\nkind = \"udp\"\ntarget = \"qemu\"\nrate = \"soon\"\n"), "workload.rate"),
+            (phase("[[phase.workload]]\nkind = \"udp\"\ntarget = \"qemu\"\nrate = \"unlimited\"\n"), "workload.rate"),
+            (phase("[[phase.workload]]\nkind = \"udp\"\ntarget = \"qemu\"\nlength = 8\n"), "workload.length"),
+            (phase("[[phase.workload]]\nkind = \"bulk\"\ntarget = \"qemu\"\nlength = 64\n"), "workload.length"),
+            (phase("[[phase.workload]]\nkind = \"backup\"\ntarget = \"qemu\"\nfiles = 0\n"), "workload.files"),
+            (phase("[[phase.workload]]\nkind = \"web\"\ntarget = \"qemu\"\nfiles = 10\n"), "workload.files"),
+            (
+                phase("[[phase.workload]]\nkind = \"flash-crowd\"\ntarget = \"qemu\"\nparallel = 20000\n"),
+                "workload.parallel",
+            ),
         ];
         for (text, field) in cases {
             let e = Scenario::parse(&text, "s.toml").unwrap_err().to_string();

@@ -12,7 +12,9 @@ use crate::scenario::{Workload, WorkloadKind};
 pub enum WorkloadError {
     #[error("no victim `{0}` in the lab")]
     NoVictim(String),
-    #[error("bulk needs iperf3 in the victim's namespace, which the qemu guest's namespace lacks: use web")]
+    #[error(
+        "bulk needs iperf3 in the victim's namespace, which the qemu guest's namespace lacks: use web, download or udp"
+    )]
     BulkOnQemu,
     #[error(transparent)]
     Exec(#[from] exec::ExecError),
@@ -79,6 +81,9 @@ pub fn start(state: &LabState, w: &Workload, dur: Duration) -> Result<Job<Worklo
     let reverse = w.reverse;
     let st = state.clone();
     let addr = v.address.to_string();
+    let client_addr = state.plan.client.address.to_string();
+    // Servers in the client's namespace serve one victim each: one port per victim.
+    let client_port = |base: u16| (base + u16::from(v.address.octets()[2])).to_string();
     Ok(match w.kind {
         WorkloadKind::Web => Job::spawn(what, move || {
             exec::Cmd::new("wrk")
@@ -141,5 +146,143 @@ pub fn start(state: &LabState, w: &Workload, dur: Duration) -> Result<Job<Worklo
             );
             in_victim(&st, &v.name, &what, script, grace)
         }),
+        WorkloadKind::FlashCrowd => Job::spawn(what, move || {
+            // Waves of `par` clients, each wave opening all its connections at once (a burst of SYNs
+            // that overflows busybox httpd's listen queue of 9), then keeping them alive for up to 5 s.
+            let threads = par.min(2);
+            let script = format!(
+                "ulimit -n 65536 2>/dev/null || ulimit -n 4096; end=$(( $(date +%s) + {secs} )); \
+                 while [ $(date +%s) -lt $end ]; do left=$(( end - $(date +%s) )); [ $left -gt 5 ] && left=5; \
+                 [ $left -lt 1 ] && break; wrk -t{threads} -c{par} -d${{left}}s --timeout 2s http://{addr}/ >/dev/null || true; done"
+            );
+            exec::Cmd::new("sh").args(["-c", &script]).netns(client).timeout(grace).run()?;
+            Ok(())
+        }),
+        WorkloadKind::Udp => {
+            let len = w.length;
+            let rate = w.rate.unwrap_or(crate::scenario::DEFAULT_UDP_RATE);
+            // iperf3's -b counts UDP payload bits; the scenario's rate counts packets (or frames' bits).
+            let pps = rate.pps(28 + len as usize).unwrap_or(1.0).max(1.0);
+            let bits = format!("{}", (pps * f64::from(len) * 8.0).round() as u64);
+            let udp_args: Vec<String> =
+                ["-u", "-l", &len.to_string(), "-b", &bits, "-t", &secs.to_string()].map(String::from).to_vec();
+            if v.kind == VictimKind::Qemu {
+                // The guest runs the iperf3 client, the client host's server sends (-R) to it.
+                let port = client_port(5300);
+                let argv: Vec<String> = ["iperf3", "-c", &client_addr, "-p", &port, "-R"]
+                    .map(String::from)
+                    .into_iter()
+                    .chain(udp_args)
+                    .collect();
+                Job::spawn(what.clone(), move || iperf3_from_victim(&st, &v.name, &what, &client, &port, argv, grace))
+            } else {
+                Job::spawn(what, move || {
+                    let port = "5202";
+                    let log = scratch_log()?;
+                    let server = exec::Cmd::new("iperf3")
+                        .args(["-s", "-1", "-p", port])
+                        .netns(v.ns.clone())
+                        .spawn_detached(&log)?;
+                    std::thread::sleep(Duration::from_millis(300));
+                    let r = exec::Cmd::new("iperf3")
+                        .args(["-c", &addr, "-p", port])
+                        .args(&udp_args)
+                        .netns(client)
+                        .timeout(grace)
+                        .run();
+                    let _ = exec::stop_pid(server, Duration::from_secs(2));
+                    r?;
+                    Ok(())
+                })
+            }
+        }
+        WorkloadKind::Download => {
+            // The victim opens the connections and downloads (-R: the client host's server sends).
+            let port = client_port(5400);
+            let argv: Vec<String> =
+                ["iperf3", "-c", &client_addr, "-p", &port, "-R", "-t", &secs.to_string(), "-P", &par.to_string()]
+                    .map(String::from)
+                    .to_vec();
+            Job::spawn(what.clone(), move || iperf3_from_victim(&st, &v.name, &what, &client, &port, argv, grace))
+        }
+        WorkloadKind::Backup => {
+            let files = w.files;
+            let port = client_port(5500);
+            Job::spawn(what.clone(), move || {
+                // The client host's sink: busybox nc (its stdin held open, or it stops reading) until
+                // just after the phase; exec's timeout kills its process group if it hangs.
+                let sink_secs = secs + 1;
+                let sink = exec::Cmd::new("timeout")
+                    .args([
+                        "-s".to_string(),
+                        "TERM".into(),
+                        sink_secs.to_string(),
+                        "sh".into(),
+                        "-c".into(),
+                        format!("sleep {sink_secs} | busybox nc -l -p {port} > /dev/null"),
+                    ])
+                    .netns(client)
+                    .timeout(grace);
+                let sink = std::thread::spawn(move || sink.run_unchecked());
+                // Inside the victim: many small files (shell built-ins only, quick even in the TCG
+                // guest), then tar of them, again and again, over one TCP connection to the sink.
+                let dir = format!("/tmp/vmguard-backup-{}", v.name);
+                let script = format!(
+                    "end=$(( $(date +%s) + {secs} )); d={dir}; rm -rf $d; mkdir -p $d; p=$(printf '%01000d' 0); i=0; \
+                     while [ $i -lt {files} ]; do echo \"$i $p\" > $d/f$i; i=$((i+1)); done; sleep 0.3; \
+                     (while [ $(date +%s) -lt $end ]; do busybox tar c -C $d .; done) | busybox nc {client_addr} {port}; \
+                     s=$?; rm -rf $d; exit $s"
+                );
+                let r = in_victim(&st, &v.name, &what, script, grace);
+                let sink = sink.join().map_err(|_| WorkloadError::Panicked(format!("{what}'s sink")))?;
+                r?;
+                let out = sink?;
+                // The sink ends at its `timeout` (124).
+                if !matches!(out.status.code(), Some(0 | 124 | 143)) {
+                    return Err(WorkloadError::InVictim {
+                        what: format!("{what}'s sink on the client host"),
+                        status: out.status.code().unwrap_or(-1),
+                        output: out.stderr.trim().into(),
+                    });
+                }
+                Ok(())
+            })
+        }
     })
+}
+
+fn scratch_log() -> Result<tempfile::TempPath, WorkloadError> {
+    Ok(tempfile::Builder::new()
+        .prefix("vmguard-iperf3-")
+        .suffix(".log")
+        .tempfile()
+        .map_err(WorkloadError::Scratch)?
+        .into_temp_path())
+}
+
+/// An iperf3 server (one test) in the client host's namespace, and `argv` (the iperf3 client)
+/// inside the victim.
+fn iperf3_from_victim(
+    state: &LabState,
+    victim: &str,
+    what: &str,
+    client_ns: &str,
+    port: &str,
+    argv: Vec<String>,
+    grace: Duration,
+) -> Result<(), WorkloadError> {
+    let log = scratch_log()?;
+    let server = exec::Cmd::new("iperf3").args(["-s", "-1", "-p", port]).netns(client_ns).spawn_detached(&log)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let r = lab::victim::run_in(state, victim, &argv, grace);
+    let _ = exec::stop_pid(server, Duration::from_secs(2));
+    let out = r?;
+    if out.status != 0 {
+        return Err(WorkloadError::InVictim {
+            what: what.into(),
+            status: out.status,
+            output: out.output.trim().into(),
+        });
+    }
+    Ok(())
 }
