@@ -84,7 +84,13 @@ impl VictimState {
             netns: Some(self.ns.clone()),
             pid: self.pids.first().copied(),
             qmp_socket: self.qmp_socket.clone(),
-            iface: Some(telemetry::Iface::host_side(self.host_iface.clone(), Some(self.host_iface_ns.clone()))),
+            iface: Some(telemetry::Iface {
+                name: self.host_iface.clone(),
+                netns: Some(self.host_iface_ns.clone()),
+                // The vanilla victim and the container own their namespace, so their link is read from
+                // the guest's side (its eth0); the qemu guest's tap is the host side of its link.
+                guest_side: matches!(self.kind, VictimKind::Vanilla | VictimKind::Container),
+            }),
             // telemetry wants it relative to the hierarchy root.
             cgroup: self.cgroup.as_ref().map(|c| c.trim_start_matches('/').to_string()),
             ..telemetry::GuestInfo::new(self.name.clone(), self.kind)
@@ -173,4 +179,34 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LabError> {
         std::fs::rename(&tmp, path)
     };
     write().map_err(|e| LabError::io(format!("writing {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_victims_link_is_read_from_the_side_it_is_on() {
+        let host = crate::spec::Host {
+            ns: "vmg-van".into(),
+            address: "10.1.10.2".parse().unwrap(),
+            gateway: "10.1.10.1".parse().unwrap(),
+            subnet: "10.1.10.0/24".parse().unwrap(),
+            ifname: "vmg-van0".into(),
+            gw_ifname: "vmg-gw-van".into(),
+        };
+        // The vanilla victim and the container live in the namespace of their link's end: guest side.
+        for kind in [VictimKind::Vanilla, VictimKind::Container] {
+            let v = VictimState::new(kind, &host, vec![1], PathBuf::from("/dev/null"));
+            let iface = v.guest_info().iface.unwrap();
+            assert!(iface.guest_side, "{kind:?}");
+            assert_eq!((iface.name.as_str(), iface.netns.as_deref()), ("vmg-van0", Some("vmg-van")));
+        }
+        // The qemu guest is behind its tap: the host side.
+        let q = VictimState {
+            host_iface: "vmg-tap0".into(),
+            ..VictimState::new(VictimKind::Qemu, &host, vec![1], "/dev/null".into())
+        };
+        assert!(!q.guest_info().iface.unwrap().guest_side);
+    }
 }

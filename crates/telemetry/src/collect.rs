@@ -73,6 +73,8 @@ pub fn sources_for(guest: &GuestInfo) -> (Vec<Box<dyn Source>>, Vec<SourceFailur
 #[derive(Default)]
 pub struct Collector {
     sources: Vec<Box<dyn Source>>,
+    /// Kinds of source never started for a guest (`collect --skip-sources`, the bench's cells).
+    skip: Vec<SourceId>,
 }
 
 impl Collector {
@@ -84,10 +86,17 @@ impl Collector {
         self.sources.push(source);
     }
 
-    /// Add every source [`sources_for`] builds for the guest; returns those that could not start.
+    /// Never start these kinds of source for the guests added from now on.
+    pub fn skip(&mut self, ids: &[SourceId]) {
+        self.skip.extend_from_slice(ids);
+    }
+
+    /// Add every source [`sources_for`] builds for the guest, except skipped kinds; returns those that
+    /// could not start.
     pub fn add_guest(&mut self, guest: &GuestInfo) -> Vec<SourceFailure> {
-        let (sources, failures) = sources_for(guest);
-        self.sources.extend(sources);
+        let (sources, mut failures) = sources_for(guest);
+        self.sources.extend(sources.into_iter().filter(|s| !self.skip.contains(&s.id())));
+        failures.retain(|f| !self.skip.contains(&f.source));
         failures
     }
 

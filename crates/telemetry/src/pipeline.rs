@@ -118,6 +118,11 @@ impl Pipeline {
         }
     }
 
+    /// Never start these kinds of source (e.g. `flow`, which opens a packet socket per guest).
+    pub fn skip_sources(&mut self, ids: &[SourceId]) {
+        self.collector.skip(ids);
+    }
+
     /// Watch exactly these guests from the next round on: new ones get their sources, gone ones lose
     /// theirs (and their delta state and exported series), changed ones (restarted: new PID, socket...)
     /// are rebuilt. Sources that cannot start are logged once and counted as failures. Returns the names

@@ -43,6 +43,10 @@ pub struct CollectArgs {
     /// runc), `xen`, `static` (the config's `[[guest]]` entries). Read-only.
     #[arg(long, default_value = "lab")]
     pub discover: String,
+    /// Kinds of telemetry source not to start (comma-separated, e.g. `flow` for no packet socket on
+    /// the guests' links, `tracepoint`)
+    #[arg(long, value_delimiter = ',')]
+    pub skip_sources: Vec<SourceId>,
 }
 
 /// At least 10 ms: shorter rounds would measure the collector more than the guests.
@@ -97,6 +101,7 @@ pub fn run(cli: &Cli, args: &CollectArgs) -> anyhow::Result<()> {
     }
 
     let mut pipeline = Pipeline::new(exporter);
+    pipeline.skip_sources(&args.skip_sources);
     let opts = RunOptions { interval: args.interval, refresh: args.refresh, duration: args.duration };
     let pb = progress::spinner(cli.json);
     let started = Instant::now();
