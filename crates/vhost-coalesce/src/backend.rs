@@ -3,7 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,10 @@ struct RxPath {
     timer_live: bool,
     /// A mode set over the control socket, applied on the epoll thread.
     next_mode: Option<Mode>,
+    /// Whether the tap is out of the epoll set's read interest: while the RX ring is dry, every
+    /// frame the tap queues would otherwise wake the epoll thread only to find no buffer. The
+    /// guest's refill kick puts it back (qemu's own virtio-net stops polling its tap the same way).
+    tap_paused: bool,
 }
 
 pub struct NetBackend {
@@ -114,6 +118,9 @@ pub struct NetBackend {
     event_idx: AtomicBool,
     queue_size: u16,
     epoch: Instant,
+    /// The epoll fd of the library's worker thread (the current connection's), -1 if none: the
+    /// tap's read interest is switched off and on in it while the RX ring is dry.
+    epoll_fd: AtomicI32,
 }
 
 impl NetBackend {
@@ -127,6 +134,7 @@ impl NetBackend {
                 coalescer: Coalescer::new(config.mode),
                 timer_live: false,
                 next_mode: None,
+                tap_paused: false,
             }),
             tx_buf: Mutex::new(Vec::with_capacity(crate::queue::MAX_FRAME_LEN)),
             mem: RwLock::new(mem),
@@ -134,7 +142,35 @@ impl NetBackend {
             event_idx: AtomicBool::new(false),
             queue_size: config.queue_size,
             epoch: Instant::now(),
+            epoll_fd: AtomicI32::new(-1),
         })
+    }
+
+    /// The epoll fd the tap was registered in (see [`NetBackend::extra_events`]) for the connection
+    /// being served, or `None` when it ends. The tap's read interest starts on.
+    pub fn set_epoll_fd(&self, fd: Option<RawFd>) {
+        self.epoll_fd.store(fd.unwrap_or(-1), Ordering::Relaxed);
+        self.lock_rx().tap_paused = false;
+    }
+
+    /// Switches the tap's read interest off (`paused`) or back on. Without an epoll fd (unit use,
+    /// or between connections) nothing is switched and the tap keeps waking the thread.
+    fn pause_tap(&self, rx: &mut RxPath, paused: bool) -> io::Result<()> {
+        let epfd = self.epoll_fd.load(Ordering::Relaxed);
+        if rx.tap_paused == paused || epfd < 0 {
+            return Ok(());
+        }
+        let events = if paused { libc::EPOLLET } else { libc::EPOLLIN | libc::EPOLLET };
+        let mut ev = libc::epoll_event { events: events as u32, u64: u64::from(TAP_EVENT) };
+        // SAFETY: a valid epoll_event; the fds are the live epoll set and our tap.
+        if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, self.tap.as_raw_fd(), &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        rx.tap_paused = paused;
+        if paused {
+            Stats::add(&self.stats.rx_tap_paused, 1);
+        }
+        Ok(())
     }
 
     /// The fds to add to the daemon's epoll set, with their event ids and event sets.
@@ -214,6 +250,9 @@ impl NetBackend {
         if !state.get_queue().ready() || !state.is_enabled() {
             return Ok(());
         }
+        // Any event may find buffers (a refill kick, a timer after one): read the tap again; if
+        // the ring is still dry below, it is paused again.
+        self.pause_tap(&mut rx, false)?;
         if let Some(mode) = rx.next_mode.take() {
             let action = rx.coalescer.set_mode(mode);
             self.apply(action, &mut rx, &mut state, &mem, false)?;
@@ -251,7 +290,9 @@ impl NetBackend {
                     // Ask for a kick on refill; if buffers arrived meanwhile, go on at once.
                     let more = state.get_queue_mut().enable_notification(&*mem).map_err(io::Error::other)?;
                     if !more {
-                        return Ok(());
+                        // The frame in the stash waits for that kick; the tap need not wake us
+                        // for the ones behind it until then.
+                        return self.pause_tap(&mut rx, true);
                     }
                 }
             }

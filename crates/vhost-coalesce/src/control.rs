@@ -41,6 +41,8 @@ pub struct Stats {
     pub rx_ring_empty: AtomicU64,
     /// Coalescing timer expiries.
     pub timer_fired: AtomicU64,
+    /// Times the tap was taken out of the epoll set while the RX ring was dry.
+    pub rx_tap_paused: AtomicU64,
 }
 
 impl Stats {
@@ -63,6 +65,7 @@ impl Stats {
             tx_notify_sent: g(&self.tx_notify_sent),
             rx_ring_empty: g(&self.rx_ring_empty),
             timer_fired: g(&self.timer_fired),
+            rx_tap_paused: g(&self.rx_tap_paused),
         }
     }
 }
@@ -82,6 +85,7 @@ pub struct StatsSnapshot {
     pub tx_notify_sent: u64,
     pub rx_ring_empty: u64,
     pub timer_fired: u64,
+    pub rx_tap_paused: u64,
 }
 
 /// One parsed control request.

@@ -5,6 +5,7 @@
 //! waits for the next when it ends (a guest reboot or a restarted QEMU reconnects).
 
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -147,6 +148,8 @@ fn serve_one(
                 .register_listener(fd, events, u64::from(id))
                 .map_err(|e| format!("epoll registration of event {id}: {e}"))?;
         }
+        // One worker thread (no queue is mapped elsewhere): the tap is in this epoll set.
+        backend.set_epoll_fd(Some(handler.as_raw_fd()));
     }
     let _ = std::fs::remove_file(inner_path);
     let inner = UnixListener::bind(inner_path).map_err(|e| format!("{}: {e}", inner_path.display()))?;
@@ -173,6 +176,7 @@ fn serve_one(
         let _ = d2.shutdown(Shutdown::Both);
     });
     let result = daemon.wait();
+    backend.set_epoll_fd(None);
     let _ = up.join();
     let _ = down.join();
     // Dropping the daemon stops its worker thread (exit event) before the next connection.
