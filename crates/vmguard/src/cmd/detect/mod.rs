@@ -10,6 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use detect::{CovarianceType, CsvOptions, FitConfig, MappingStrategy, Method, Scaling};
 use serde::Serialize;
 
+mod heldout;
 mod train;
 
 use crate::Cli;
@@ -111,11 +112,12 @@ pub struct FitArgs {
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// The store `record` wrote to.
-    #[arg(long, env = "VMGUARD_STORE", default_value = "vmguard.db")]
+    #[arg(long, visible_alias = "db", env = "VMGUARD_STORE", default_value = "vmguard.db")]
     pub store: PathBuf,
-    /// Window lengths (e.g. 5s,10s,30s or the seed's 2m,5m,10m,20m).
-    #[arg(long, value_delimiter = ',', default_value = "5s,10s,30s,2m,5m,10m,20m", value_parser = units::parse_duration)]
-    pub windows: Vec<Duration>,
+    /// Window lengths (e.g. 5s,10s,30s or the seed's 2m,5m,10m,20m). Default: 5s,10s,30s,2m,5m,10m,20m,
+    /// and 5s with --leave-one-family-out.
+    #[arg(long, value_delimiter = ',', value_parser = units::parse_duration)]
+    pub windows: Option<Vec<Duration>>,
     /// Clustering methods of the seed's table.
     #[arg(long, value_delimiter = ',', value_enum, default_value = "kmeans,em")]
     pub methods: Vec<MethodArg>,
@@ -134,6 +136,20 @@ pub struct EvalArgs {
     pub model: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Leave-one-scenario-family-out (Part B only): for every family, train without its phases, score
+    /// it, beside the model trained on everything. Trains its own models: no --model.
+    #[arg(long, conflicts_with = "model")]
+    pub leave_one_family_out: bool,
+    /// Where the scenario files are: families of runs recorded before the store kept phase records
+    /// are read from them (checked against the labels).
+    #[arg(long, default_value = "scenarios")]
+    pub scenario_dir: PathBuf,
+    /// With --leave-one-family-out: raise an alert after this many alarming windows (as `detect train`).
+    #[arg(long, default_value_t = 2)]
+    pub raise_after: u32,
+    /// With --leave-one-family-out: clear it after this many calm windows (as `detect train`).
+    #[arg(long, default_value_t = 5)]
+    pub clear_after: u32,
 }
 
 pub fn run(cli: &Cli, cmd: &DetectCommand) -> anyhow::Result<()> {
@@ -273,6 +289,9 @@ struct EvalReport {
 }
 
 fn eval(cli: &Cli, a: &EvalArgs) -> anyhow::Result<()> {
+    if a.leave_one_family_out {
+        return heldout::run(cli, a);
+    }
     let store = store::Store::open(&a.store).with_context(|| format!("opening store {}", a.store.display()))?;
     let sel = Selection { include: a.scenarios.clone(), exclude: a.exclude.clone() };
     let data = dataset::load(&store, &sel)?;
@@ -287,7 +306,10 @@ fn eval(cli: &Cli, a: &EvalArgs) -> anyhow::Result<()> {
         ..FitConfig::default()
     };
     let methods: Vec<Method> = a.methods.iter().map(|m| m.method()).collect();
-    let windows_ms: Vec<u64> = a.windows.iter().map(|w| w.as_millis() as u64).collect();
+    let windows_ms: Vec<u64> = match &a.windows {
+        Some(w) => w.iter().map(|w| w.as_millis() as u64).collect(),
+        None => vec![5_000, 10_000, 30_000, 120_000, 300_000, 600_000, 1_200_000],
+    };
     let tables =
         orchestrate::evaluate::part_a(&data, &windows_ms, &methods, &cfg).context("evaluating the seed's method")?;
     let part_b = match &a.model {
