@@ -794,9 +794,9 @@ impl VictimProbe {
             }
         };
         let mut netdev = Vec::new();
-        let iface = telemetry::Iface::host_side(v.host_iface.clone(), Some(v.host_iface_ns.clone()));
+        let iface = v.guest_info().iface.expect("a lab victim has a link");
         telemetry::netdev::NetDev::new(&v.name, &iface).sample(now, &mut netdev).map_err(probe)?;
-        // The host side of the victim's link: what it transmits goes to the victim.
+        // Counted as on the host side of the victim's link: what it transmits goes to the victim.
         let rx_packets = netdev.iter().find(|s| s.counter.ends_with("tx_packets")).map(|s| s.value).unwrap_or(0);
         Ok(VictimProbe {
             at: Instant::now(),
