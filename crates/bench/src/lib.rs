@@ -69,13 +69,20 @@ pub enum BenchError {
     Unavailable(String),
     /// The flood could not start or failed.
     #[error("SYN flood: {0}")]
-    Flood(#[from] orchestrate::flood::LaunchError),
+    Flood(Box<orchestrate::flood::LaunchError>),
     /// The flood ended without the engine's summary.
     #[error("SYN flood: no summary from the flood engine")]
     FloodPanicked,
     /// A file operation failed.
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+}
+
+impl From<orchestrate::flood::LaunchError> for BenchError {
+    fn from(e: orchestrate::flood::LaunchError) -> Self {
+        // Boxed: the launcher's error is large, and every bench function returns this type.
+        BenchError::Flood(Box::new(e))
+    }
 }
 
 impl BenchError {
