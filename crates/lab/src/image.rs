@@ -111,7 +111,14 @@ pub fn ensure(
         }
         None => None,
     };
-    let bytes = write_initramfs(&cpio_path, &busybox, &modules_dir, &programs, &data_files, stripped_tool.as_deref())?;
+    let content = Initramfs {
+        init: INIT_SCRIPT,
+        modules: &GUEST_MODULES,
+        programs: &programs,
+        data_files: &data_files,
+        tool: stripped_tool.as_deref(),
+    };
+    let bytes = write_initramfs(&cpio_path, &busybox, &modules_dir, &content)?;
     if let Some(p) = &stripped_tool {
         let _ = std::fs::remove_file(p);
     }
@@ -154,14 +161,25 @@ pub(crate) fn prune_cache(cache_dir: &Path, prefix: &str, keep: usize) {
 
 /// The kernel package and version: the configured one, or the one apt's cloud metapackage names.
 fn resolve_kernel(configured: &str, cache_dir: &Path) -> Result<(String, String), LabError> {
+    resolve_kernel_from(configured, cache_dir, KERNEL_METAPACKAGE, "-cloud-amd64")
+}
+
+/// The configured kernel package, or the one `metapackage` depends on (a name ending in `suffix`),
+/// with its version.
+pub(crate) fn resolve_kernel_from(
+    configured: &str,
+    cache_dir: &Path,
+    metapackage: &str,
+    suffix: &str,
+) -> Result<(String, String), LabError> {
     let package = if configured.is_empty() {
-        match apt_field(KERNEL_METAPACKAGE, "Depends") {
+        match apt_field(metapackage, "Depends") {
             Some(dep) => dep
                 .split(|c: char| c == ',' || c == '|' || c.is_whitespace())
-                .find(|w| w.starts_with("linux-image-") && w.ends_with("-cloud-amd64"))
+                .find(|w| w.starts_with("linux-image-") && w.ends_with(suffix) && w != &metapackage)
                 .map(str::to_string)
                 .ok_or_else(|| LabError::Image(format!("cannot read the kernel package from `{dep}`")))?,
-            None => return cached_kernel(cache_dir),
+            None => return cached_kernel(cache_dir, metapackage, suffix),
         }
     } else {
         configured.to_string()
@@ -175,7 +193,7 @@ fn resolve_kernel(configured: &str, cache_dir: &Path) -> Result<(String, String)
 }
 
 /// Without apt's lists (offline), use the newest kernel already in the cache.
-fn cached_kernel(cache_dir: &Path) -> Result<(String, String), LabError> {
+fn cached_kernel(cache_dir: &Path, metapackage: &str, suffix: &str) -> Result<(String, String), LabError> {
     let newest = std::fs::read_dir(cache_dir.join("kernels"))
         .ok()
         .into_iter()
@@ -183,22 +201,24 @@ fn cached_kernel(cache_dir: &Path) -> Result<(String, String), LabError> {
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter_map(|n| n.split_once('_').map(|(p, v)| (p.to_string(), v.to_string())))
+        // The standard kernel's name is a suffix of the cloud kernel's: tell them apart.
+        .filter(|(p, _)| p.ends_with(suffix) && (suffix.contains("cloud") || !p.contains("cloud")))
         .max_by(|a, b| a.1.cmp(&b.1));
     newest.ok_or_else(|| {
         LabError::Image(format!(
-            "apt-cache knows no `{KERNEL_METAPACKAGE}` and no kernel is cached: run `apt-get update` (make deps does)"
+            "apt-cache knows no `{metapackage}` and no kernel is cached: run `apt-get update` (make deps does)"
         ))
     })
 }
 
-fn apt_field(package: &str, field: &str) -> Option<String> {
+pub(crate) fn apt_field(package: &str, field: &str) -> Option<String> {
     let out = Cmd::new("apt-cache").args(["show", package]).stdout().ok()?;
     let prefix = format!("{field}: ");
     out.lines().find_map(|l| l.strip_prefix(&prefix)).map(|s| s.trim().to_string())
 }
 
 /// Download and unpack the kernel package once (cached by package and version).
-fn extract_kernel(
+pub(crate) fn extract_kernel(
     cache_dir: &Path,
     package: &str,
     version: &str,
@@ -241,7 +261,7 @@ fn depmod() -> Result<PathBuf, LabError> {
 }
 
 /// Host programs to copy into the guest, by name on PATH or absolute path: sorted, each path once.
-fn resolve_programs(programs: &[String]) -> Result<Vec<PathBuf>, LabError> {
+pub(crate) fn resolve_programs(programs: &[String]) -> Result<Vec<PathBuf>, LabError> {
     let paths: BTreeSet<PathBuf> = programs
         .iter()
         .map(|p| {
@@ -254,7 +274,7 @@ fn resolve_programs(programs: &[String]) -> Result<Vec<PathBuf>, LabError> {
 }
 
 /// Every regular file below `dirs` (data a guest program reads, e.g. MariaDB's messages), sorted.
-fn files_under(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, LabError> {
+pub(crate) fn files_under(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, LabError> {
     fn walk(dir: &Path, out: &mut BTreeSet<PathBuf>) -> Result<(), LabError> {
         let entries = std::fs::read_dir(dir).map_err(|e| LabError::io(format!("listing {}", dir.display()), e))?;
         for e in entries.flatten() {
@@ -381,14 +401,26 @@ impl CpioOut {
     }
 }
 
-fn write_initramfs(
+/// What goes into a busybox initramfs besides busybox itself.
+pub(crate) struct Initramfs<'a> {
+    /// The `/init` script.
+    pub init: &'a str,
+    /// Modules to load, with their dependencies (order written to `/lib/modules/order`).
+    pub modules: &'a [&'a str],
+    /// Host programs, copied with their shared libraries at their host paths.
+    pub programs: &'a [PathBuf],
+    pub data_files: &'a [PathBuf],
+    /// The vmguard binary, placed at [`TOOL_PATH`].
+    pub tool: Option<&'a Path>,
+}
+
+pub(crate) fn write_initramfs(
     path: &Path,
     busybox: &Path,
     modules_dir: &Path,
-    programs: &[PathBuf],
-    data_files: &[PathBuf],
-    tool: Option<&Path>,
+    content: &Initramfs<'_>,
 ) -> Result<u64, LabError> {
+    let Initramfs { init, modules, programs, data_files, tool } = *content;
     let err = |e| LabError::io(format!("writing {}", path.display()), e);
     let read = |p: &Path| std::fs::read(p).map_err(|e| LabError::io(format!("reading {}", p.display()), e));
     let file = std::fs::File::create(path).map_err(err)?;
@@ -400,13 +432,13 @@ fn write_initramfs(
     }
     c.file("/bin/busybox", 0o755, &read(busybox)?).map_err(err)?;
     c.symlink("/bin/sh", "busybox").map_err(err)?;
-    c.file("/init", 0o755, INIT_SCRIPT.as_bytes()).map_err(err)?;
+    c.file("/init", 0o755, init.as_bytes()).map_err(err)?;
     c.file("/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n").map_err(err)?;
 
     let modules_dep = std::fs::read_to_string(modules_dir.join("modules.dep"))
         .map_err(|e| LabError::io(format!("reading {}/modules.dep", modules_dir.display()), e))?;
     let mut order = Vec::new();
-    for m in module_order(&modules_dep, &GUEST_MODULES)? {
+    for m in module_order(&modules_dep, modules)? {
         if m.ends_with(".xz") || m.ends_with(".zst") || m.ends_with(".gz") {
             return Err(LabError::Image(format!("module {m} is compressed; busybox insmod needs plain .ko files")));
         }
@@ -442,17 +474,17 @@ fn write_initramfs(
     Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0))
 }
 
-fn file_digest(path: &Path) -> Result<[u8; 32], LabError> {
+pub(crate) fn file_digest(path: &Path) -> Result<[u8; 32], LabError> {
     let data = std::fs::read(path).map_err(|e| LabError::io(format!("reading {}", path.display()), e))?;
     Ok(Sha256::digest(&data).into())
 }
 
-fn mkdir(dir: &Path) -> Result<(), LabError> {
+pub(crate) fn mkdir(dir: &Path) -> Result<(), LabError> {
     std::fs::create_dir_all(dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))
 }
 
 /// The one entry in `dir` whose name starts with `prefix`.
-fn find_one(dir: &Path, prefix: &str) -> Result<PathBuf, LabError> {
+pub(crate) fn find_one(dir: &Path, prefix: &str) -> Result<PathBuf, LabError> {
     std::fs::read_dir(dir)
         .map_err(|e| LabError::io(format!("listing {}", dir.display()), e))?
         .filter_map(|e| e.ok())

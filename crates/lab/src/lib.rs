@@ -15,10 +15,11 @@ pub mod net;
 pub mod spec;
 pub mod state;
 pub mod victim;
+pub mod xen_image;
 
 pub use lab::{DownReport, StatusReport, VictimStatus, down, gateway_drop, require_root, status, up};
 pub use spec::{
-    AccelChoice, BUILT_VICTIMS, ContainerSpec, Host, LabSpec, Plan, QemuNetBackend, QemuSpec, Rate, VictimKind,
+    AccelChoice, BUILT_VICTIMS, ContainerSpec, Host, LabSpec, Plan, QemuNetBackend, QemuSpec, Rate, VictimKind, XenSpec,
 };
 pub use state::{LabState, Phase, VictimState};
 pub use victim::qemu::{GuestChannelError, GuestOutput, guest_run};
