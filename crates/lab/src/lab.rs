@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::database::{self, Layout};
-use crate::spec::{self, LabSpec, VictimKind};
+use crate::spec::{LabSpec, VictimKind};
 use crate::state::{LabState, Phase, VictimState};
-use crate::victim::{container, qemu, vanilla};
-use crate::{LabError, http, image, net};
+use crate::victim::{container, qemu, vanilla, xen};
+use crate::{LabError, http, image, net, xen_image};
 
 pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -34,7 +34,6 @@ fn lab_namespaces(prefix: &str) -> Vec<String> {
 pub fn up(spec: &LabSpec, tool: Option<&Path>, progress: &dyn Fn(&str)) -> Result<LabState, LabError> {
     require_root()?;
     spec.validate()?;
-    refuse_unbuilt(spec)?;
     if LabState::file(spec).exists() || !lab_namespaces(&spec.prefix).is_empty() {
         return Err(LabError::AlreadyUp(format!(
             "lab `{}` is already up (or was left over by a crash): `vmguard lab status` shows it, `vmguard lab down` removes it",
@@ -74,6 +73,17 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
     } else {
         None
     };
+    let xen_image = if spec.victims.contains(&VictimKind::Xen) {
+        progress("Xen images");
+        let programs = spec.qemu.all_guest_programs();
+        let domu = xen_image::DomuContent { programs: &programs, tool };
+        let image = xen_image::ensure(&spec.cache_dir, &spec.xen, &domu, progress)?;
+        state.xen_image = Some(image.clone());
+        state.save()?;
+        Some(image)
+    } else {
+        None
+    };
 
     progress("namespaces, links, shaping and gateway");
     net::create(&plan, spec.attacker_rate, spec.syncookies)?;
@@ -88,6 +98,16 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
         state.other_pids.extend(&v.pids);
         state.save()?;
         booting = Some((v, started));
+    }
+    let mut booting_xen = None;
+    if let (Some(image), Some(host)) = (&xen_image, plan.victim(VictimKind::Xen)) {
+        let accel = xen::choose_accel(&spec, image, &host.ns, progress)?;
+        progress(&format!("booting Xen, dom0 and the domU ({}: {})", accel.accel.as_str(), accel.reason));
+        let started = Instant::now();
+        let v = xen::start(state, host, image, &accel)?;
+        state.other_pids.extend(&v.pids);
+        state.save()?;
+        booting_xen = Some((v, started));
     }
     for (kind, host) in &plan.victims {
         let started = Instant::now();
@@ -108,8 +128,7 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
                 database::place(&db_template, &container::data_dir(&spec).join(database::DIR_NAME))?;
                 (v, Layout::under("/data"))
             }
-            VictimKind::Qemu => continue,
-            VictimKind::Xen => return Err(LabError::NotBuilt(VictimKind::Xen)),
+            VictimKind::Qemu | VictimKind::Xen => continue,
         };
         wait_http(&v, &plan.client.ns, Instant::now() + Duration::from_secs(20))?;
         v.start_secs = started.elapsed().as_secs_f64();
@@ -131,6 +150,17 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
         // The guest's /data disk was made with the database's files on it (`qemu::start`).
         start_database(state, &name, &Layout::under("/data"), Duration::from_secs(180), progress)?;
     }
+    if let Some((mut v, started)) = booting_xen {
+        progress("waiting for Xen: dom0, then the domU");
+        let timeout = Duration::from_secs(spec.xen.boot_timeout_secs);
+        xen::wait_booted(&mut v, started, timeout)?;
+        wait_http(&v, &plan.client.ns, started + timeout)?;
+        v.start_secs = started.elapsed().as_secs_f64();
+        state.other_pids.retain(|p| !v.pids.contains(p));
+        state.victims.push(v);
+        state.save()?;
+        // No database tier in the domU yet: its initramfs carries the qemu guest's tools without MariaDB.
+    }
     // Keep victims in the spec's order.
     state.victims.sort_by_key(|v| spec.victims.iter().position(|k| *k == v.kind));
     state.phase = Phase::Up;
@@ -151,14 +181,6 @@ fn start_database(
         v.database = Some(tier);
     }
     state.save()
-}
-
-/// A victim kind the lab cannot start yet (Xen) is refused before anything is created.
-fn refuse_unbuilt(spec: &LabSpec) -> Result<(), LabError> {
-    match spec.victims.iter().find(|k| !spec::BUILT_VICTIMS.contains(k)) {
-        Some(&kind) => Err(LabError::NotBuilt(kind)),
-        None => Ok(()),
-    }
 }
 
 fn wait_http(v: &VictimState, client_ns: &str, deadline: Instant) -> Result<(), LabError> {
@@ -309,6 +331,20 @@ pub struct VictimStatus {
     /// The database tier: where it listens, its PID in the victim, how long it took to start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<database::DatabaseTier>,
+    /// The Xen machine (xen only): its domains as `xl list` shows them, boot times, versions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xen: Option<XenStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct XenStatus {
+    #[serde(flatten)]
+    pub info: xen::XenInfo,
+    /// dom0 (`Domain-0`) and the domU, from `xl list` in dom0.
+    pub domains: Vec<xen::XlDomain>,
+    /// Why `domains` is empty, when dom0 did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domains_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -353,6 +389,13 @@ pub fn status(spec: &LabSpec) -> Result<StatusReport, LabError> {
             start_secs: v.start_secs,
             rss_kib: v.pids.iter().map(|p| rss_kib(*p)).sum(),
             database: v.database.clone(),
+            xen: v.xen.clone().map(|info| {
+                let (domains, domains_error) = match xen::domains(v, Duration::from_secs(15)) {
+                    Ok(d) => (d, None),
+                    Err(e) => (Vec::new(), Some(e.to_string())),
+                };
+                XenStatus { info, domains, domains_error }
+            }),
         })
         .collect();
     let phase = match state.phase {
@@ -392,16 +435,15 @@ pub fn gateway_drop(spec: &LabSpec, drop: bool) -> Result<(), LabError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec;
 
     #[test]
-    fn xen_is_refused_as_not_built() {
-        assert!(refuse_unbuilt(&LabSpec::default()).is_ok());
+    fn xen_is_a_victim_the_lab_starts_when_listed() {
+        assert!(!spec::BUILT_VICTIMS.contains(&VictimKind::Xen), "Xen boots in minutes under TCG: not by default");
         let spec = LabSpec { victims: vec![VictimKind::Vanilla, VictimKind::Xen], ..Default::default() };
-        let err = refuse_unbuilt(&spec).unwrap_err();
-        assert!(matches!(err, LabError::NotBuilt(VictimKind::Xen)));
-        assert_eq!(
-            err.to_string(),
-            "victim kind `xen` is not built yet: the lab starts vanilla, container and qemu victims"
-        );
+        spec.validate().unwrap();
+        let xen = spec.plan().victim(VictimKind::Xen).unwrap().clone();
+        assert_eq!(xen.address.to_string(), "10.213.13.2");
+        assert_eq!(xen.ns, "vmg-xen");
     }
 }

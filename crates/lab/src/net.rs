@@ -18,6 +18,15 @@ pub fn qemu_tap(plan: &Plan) -> String {
     format!("{}-tap0", plan.prefix)
 }
 
+/// Name of the bridge and tap inside the Xen victim's namespace.
+pub fn xen_bridge(plan: &Plan) -> String {
+    format!("{}-xbr0", plan.prefix)
+}
+
+pub fn xen_tap(plan: &Plan) -> String {
+    format!("{}-xtap0", plan.prefix)
+}
+
 fn ip_batch(ns: Option<&str>, lines: &[String]) -> Result<(), LabError> {
     let mut cmd = Cmd::new("ip");
     if let Some(ns) = ns {
@@ -76,10 +85,12 @@ pub fn create(plan: &Plan, attacker_rate: Rate, syncookies: bool) -> Result<(), 
     }
     for (kind, h) in &plan.victims {
         match kind {
-            VictimKind::Qemu => {
-                // The guest owns the address; its namespace bridges the veth and qemu's tap.
-                let br = qemu_bridge(plan);
-                let tap = qemu_tap(plan);
+            VictimKind::Qemu | VictimKind::Xen => {
+                // The guest (the Xen domU) owns the address; its namespace bridges the veth and qemu's tap.
+                let (br, tap) = match kind {
+                    VictimKind::Xen => (xen_bridge(plan), xen_tap(plan)),
+                    _ => (qemu_bridge(plan), qemu_tap(plan)),
+                };
                 ip_batch(
                     Some(&h.ns),
                     &[
@@ -98,7 +109,6 @@ pub fn create(plan: &Plan, attacker_rate: Rate, syncookies: bool) -> Result<(), 
                 host_side(h, &h.ifname)?;
                 sysctl(&h.ns, &[("net.ipv4.tcp_syncookies", if syncookies { "1" } else { "0" })])?;
             }
-            VictimKind::Xen => return Err(LabError::NotBuilt(VictimKind::Xen)),
         }
     }
     shape_attacker(plan, attacker_rate)?;

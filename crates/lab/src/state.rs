@@ -50,6 +50,9 @@ pub struct VictimState {
     /// The victim's database tier (MariaDB), once started.
     #[serde(default)]
     pub database: Option<crate::database::DatabaseTier>,
+    /// The Xen machine (xen only): image, domU, dom0's and the domU's boot times.
+    #[serde(default)]
+    pub xen: Option<crate::victim::xen::XenInfo>,
 }
 
 impl VictimState {
@@ -73,6 +76,7 @@ impl VictimState {
             log,
             start_secs: 0.0,
             database: None,
+            xen: None,
         }
     }
 }
@@ -113,6 +117,9 @@ pub struct LabState {
     /// The qemu guest image in use.
     #[serde(default)]
     pub image: Option<crate::image::GuestImage>,
+    /// The Xen victim's images in use.
+    #[serde(default)]
+    pub xen_image: Option<crate::xen_image::XenImage>,
 }
 
 impl LabState {
@@ -129,6 +136,7 @@ impl LabState {
             victims: Vec::new(),
             other_pids: Vec::new(),
             image: None,
+            xen_image: None,
         }
     }
 

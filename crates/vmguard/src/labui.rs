@@ -30,6 +30,13 @@ pub fn up(cli: &Cli, spec: &lab::LabSpec) -> anyhow::Result<lab::LabState> {
             None => tracing::info!("guest image {} from cache", image.key),
         }
     }
+    if let Some(image) = &state.xen_image {
+        match (image.build_secs, image.root_build_secs) {
+            (Some(s), Some(r)) => tracing::info!("Xen images {} built in {s:.1} s (dom0's root: {r:.1} s)", image.key),
+            (Some(s), None) => tracing::info!("Xen images {} built in {s:.1} s (dom0's root from cache)", image.key),
+            _ => tracing::info!("Xen images {} from cache", image.key),
+        }
+    }
     tracing::info!("lab `{}` up in {:.1} s", spec.prefix, started.elapsed().as_secs_f64());
     status(cli, spec)?;
     Ok(state)

@@ -180,6 +180,35 @@ pub fn lab_status(report: &lab::StatusReport) {
         let head = ["victim", "address", "http", "accel", "pids", "start s", "RSS MiB", "database tier"];
         println!("{}", output::table(&head, rows));
     }
+    for v in &report.victims {
+        let Some(x) = &v.xen else { continue };
+        let secs = |s: Option<f64>| s.map_or("-".into(), |s| format!("{s:.1} s"));
+        println!(
+            "{}: Xen {}, kernel {}; dom0 up at {}, domU `{}` up at {} (from qemu's start)",
+            v.name,
+            x.info.xen_version,
+            x.info.kernel_version,
+            secs(x.info.dom0_up_secs),
+            x.info.domu_name,
+            secs(x.info.domu_up_secs)
+        );
+        if let Some(e) = &x.domains_error {
+            println!("  domains: dom0 did not answer ({e})");
+        }
+        let rows = x.domains.iter().map(|d| {
+            vec![
+                d.name.clone(),
+                d.id.to_string(),
+                d.mem_mib.to_string(),
+                d.vcpus.to_string(),
+                d.state.clone(),
+                d.cpu_secs.clone(),
+            ]
+        });
+        if !x.domains.is_empty() {
+            println!("{}", output::table(&["domain", "id", "MiB", "vcpus", "state", "cpu s"], rows));
+        }
+    }
     if report.phase == "leftover" {
         println!("namespaces left over: {} (run `vmguard lab down`)", report.namespaces.join(" "));
     }

@@ -93,7 +93,7 @@ pub fn choose_accel(
     Ok(result)
 }
 
-fn hex_key(parts: &[&str]) -> String {
+pub(crate) fn hex_key(parts: &[&str]) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for p in parts {
@@ -342,7 +342,7 @@ pub fn wait_booted(victim: &VictimState, timeout: Duration) -> Result<(), LabErr
     }
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let out = all[all.len().saturating_sub(lines)..].join(" | ");
