@@ -29,7 +29,7 @@ use std::net::IpAddr;
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
 /// The counters of one guest, in emission order (all cumulative).
-pub const FLOW_COUNTERS: [&str; 24] = [
+pub const FLOW_COUNTERS: [&str; 26] = [
     "syn_in",
     "syn_out",
     "synack_in",
@@ -38,6 +38,11 @@ pub const FLOW_COUNTERS: [&str; 24] = [
     "handshakes_in",
     // Handshakes the guest opened and completed.
     "handshakes_out",
+    // Handshakes the remote opened to the guest that never completed: no SYN-ACK, or no ACK to it,
+    // within 2 to 3 rounds of the last SYN (a client's retransmitted SYN keeps its handshake alive).
+    "handshakes_failed_in",
+    // Handshakes the guest opened that never completed (or that it reset after the SYN-ACK).
+    "handshakes_failed_out",
     "rst_in",
     "rst_out",
     "fin_in",
@@ -55,7 +60,7 @@ pub const FLOW_COUNTERS: [&str; 24] = [
     // Frames the accounting saw, and those it could not parse (truncated, other protocols).
     "frames",
     "frames_unparsed",
-    // SYN-ACKs not tracked because the handshake table was full (their completion goes uncounted).
+    // SYNs not tracked because the handshake table was full: counted as failed (only a flood fills it).
     "handshakes_untracked",
     // Frames the kernel dropped because the reader fell behind (PACKET_STATISTICS).
     "capture_drops",
@@ -68,18 +73,19 @@ pub const FLOW_COUNTERS: [&str; 24] = [
 const SYN_IN: usize = 0;
 const SYNACK_IN: usize = 2;
 const HANDSHAKES_IN: usize = 4;
-const RST_IN: usize = 6;
-const FIN_IN: usize = 8;
-const ICMP_UNREACH_IN: usize = 10;
-const UDP_IN: usize = 12;
-const ADDRS_IN: usize = 14;
-const FLOWS_IN: usize = 16;
-const FRAMES: usize = 18;
-const UNPARSED: usize = 19;
-const UNTRACKED: usize = 20;
-pub(crate) const CAPTURE_DROPS: usize = 21;
-pub(crate) const CAPTURE_CPU: usize = 22;
-pub(crate) const CAPTURE_FRAMES: usize = 23;
+const FAILED_IN: usize = 6;
+const RST_IN: usize = 8;
+const FIN_IN: usize = 10;
+const ICMP_UNREACH_IN: usize = 12;
+const UDP_IN: usize = 14;
+const ADDRS_IN: usize = 16;
+const FLOWS_IN: usize = 18;
+const FRAMES: usize = 20;
+const UNPARSED: usize = 21;
+const UNTRACKED: usize = 22;
+pub(crate) const CAPTURE_DROPS: usize = 23;
+pub(crate) const CAPTURE_CPU: usize = 24;
+pub(crate) const CAPTURE_FRAMES: usize = 25;
 
 /// Which way a frame crossed the guest's link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,9 +105,21 @@ impl Direction {
     }
 }
 
-/// Most SYN-ACKs awaiting their ACK per generation: two generations, so the table holds at most twice
-/// this (about 2 x 1 MiB per guest) and a handshake has one to two rounds to complete.
-pub const HANDSHAKE_TABLE: usize = 16_384;
+/// Most handshakes in progress per generation of the table. Three generations of one round each, so
+/// the table holds at most three times this (about 6 MiB per guest, reached only under a flood) and a
+/// handshake has two to three rounds after its last SYN to complete: a client whose SYN a full listen
+/// queue dropped retransmits it after 1 s, then 2 s, which keeps it alive.
+pub const HANDSHAKE_TABLE: usize = 32_768;
+
+/// Generations of the handshake table.
+const GENERATIONS: usize = 3;
+
+/// A handshake in progress: the direction its SYN travelled, and whether the responder answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Handshake {
+    syn_dir: Direction,
+    answered: bool,
+}
 
 /// Relative error of the distinct-count sketches (2^9 registers of one byte each).
 const SKETCH_ERROR: f64 = 0.05;
@@ -124,8 +142,8 @@ fn sketch_hash<T: Hash>(v: &T) -> u64 {
 #[derive(Debug, Clone)]
 pub struct FlowAccounting {
     counts: [u64; FLOW_COUNTERS.len()],
-    /// SYN-ACKs seen, awaiting the initiator's ACK, and in which direction that ACK will travel.
-    pending: [HashMap<HandshakeKey, Direction, TableHasher>; 2],
+    /// Handshakes in progress, by generation (see [`HANDSHAKE_TABLE`]).
+    pending: [HashMap<HandshakeKey, Handshake, TableHasher>; GENERATIONS],
     current: usize,
     addrs: [hyperloglog::HyperLogLog; 2],
     flows: [hyperloglog::HyperLogLog; 2],
@@ -143,7 +161,7 @@ impl FlowAccounting {
         let sketch = || hyperloglog::HyperLogLog::new_deterministic(SKETCH_ERROR, 0);
         FlowAccounting {
             counts: [0; FLOW_COUNTERS.len()],
-            pending: [HashMap::with_hasher(TableHasher::default()), HashMap::with_hasher(TableHasher::default())],
+            pending: std::array::from_fn(|_| HashMap::with_hasher(TableHasher::default())),
             current: 0,
             addrs: [sketch(), sketch()],
             flows: [sketch(), sketch()],
@@ -180,13 +198,15 @@ impl FlowAccounting {
                 let (syn, ack, rst, fin) = (tcp.syn(), tcp.ack(), tcp.rst(), tcp.fin());
                 if syn && !ack {
                     self.counts[SYN_IN + d] += 1;
+                    self.syn((src, sp, dst, dp), dir);
                 } else if syn && ack {
                     self.counts[SYNACK_IN + d] += 1;
-                    // The SYN-ACK's receiver is the initiator; its ACK travels the other way.
-                    self.track((dst, dp, src, sp), if dir == Direction::In { Direction::Out } else { Direction::In });
+                    // The SYN-ACK's receiver is the initiator.
+                    self.syn_ack((dst, dp, src, sp), dir);
                 }
                 if rst {
                     self.counts[RST_IN + d] += 1;
+                    self.reset(src, sp, dst, dp);
                 }
                 if fin {
                     self.counts[FIN_IN + d] += 1;
@@ -220,31 +240,65 @@ impl FlowAccounting {
         true
     }
 
-    fn track(&mut self, key: HandshakeKey, ack_dir: Direction) {
-        if self.pending.iter().any(|g| g.contains_key(&key)) {
-            return; // a retransmitted SYN-ACK
+    /// Where a handshake is, if it is in progress: (generation, state).
+    fn find(&self, key: &HandshakeKey) -> Option<(usize, Handshake)> {
+        self.pending.iter().enumerate().find_map(|(g, t)| t.get(key).map(|h| (g, *h)))
+    }
+
+    /// Put a handshake in the current generation (moving it there if it was in an older one).
+    fn keep(&mut self, key: HandshakeKey, h: Handshake, from: Option<usize>) {
+        if let Some(g) = from {
+            self.pending[g].remove(&key);
         }
-        let g = &mut self.pending[self.current];
-        if g.len() >= HANDSHAKE_TABLE {
+        let t = &mut self.pending[self.current];
+        if t.len() >= HANDSHAKE_TABLE {
             self.counts[UNTRACKED] += 1;
+            self.counts[FAILED_IN + h.syn_dir.offset()] += 1;
         } else {
-            g.insert(key, ack_dir);
+            t.insert(key, h);
         }
     }
 
+    /// A SYN from the initiator: a new handshake, or a retransmission that keeps one alive.
+    fn syn(&mut self, key: HandshakeKey, dir: Direction) {
+        let found = self.find(&key);
+        let h = found.map_or(Handshake { syn_dir: dir, answered: false }, |(_, h)| h);
+        self.keep(key, h, found.map(|(g, _)| g));
+    }
+
+    /// A SYN-ACK from the responder (travelling `dir`); a handshake whose SYN was not seen starts here.
+    fn syn_ack(&mut self, key: HandshakeKey, dir: Direction) {
+        let syn_dir = if dir == Direction::In { Direction::Out } else { Direction::In };
+        let found = self.find(&key);
+        self.keep(key, Handshake { syn_dir, answered: true }, found.map(|(g, _)| g));
+    }
+
+    /// A reset from `src`: from the initiator it aborts its handshake (failed: e.g. a kernel resetting
+    /// the SYN-ACK of a SYN it never sent); from the responder it refuses the SYN (a closed port:
+    /// counted as a reset, not as a failed handshake).
+    fn reset(&mut self, src: IpAddr, sp: u16, dst: IpAddr, dp: u16) {
+        if let Some((g, h)) = self.find(&(src, sp, dst, dp)) {
+            self.pending[g].remove(&(src, sp, dst, dp));
+            self.counts[FAILED_IN + h.syn_dir.offset()] += 1;
+        } else if let Some((g, _)) = self.find(&(dst, dp, src, sp)) {
+            self.pending[g].remove(&(dst, dp, src, sp));
+        }
+    }
+
+    /// An ACK from the initiator: completes its handshake if the responder had answered.
     fn complete(&mut self, key: HandshakeKey, dir: Direction) {
-        for g in &mut self.pending {
-            if g.get(&key) == Some(&dir) {
-                g.remove(&key);
-                // The ACK goes to the guest: the remote opened the connection (handshakes_in).
-                self.counts[HANDSHAKES_IN + dir.offset()] += 1;
-                return;
-            }
+        if let Some((g, h)) = self.find(&key)
+            && h.answered
+            && h.syn_dir == dir
+        {
+            self.pending[g].remove(&key);
+            // The ACK goes to the guest: the remote opened the connection (handshakes_in).
+            self.counts[HANDSHAKES_IN + dir.offset()] += 1;
         }
     }
 
     /// Close a sampling round: the distinct counts of the round are added to their sums and the
-    /// sketches start afresh; SYN-ACKs older than the previous round are forgotten.
+    /// sketches start afresh; handshakes with no news for two to three rounds have failed.
     pub fn end_round(&mut self) {
         for d in 0..2 {
             self.counts[ADDRS_IN + d] += self.addrs[d].len().round() as u64;
@@ -252,11 +306,14 @@ impl FlowAccounting {
             self.addrs[d].clear();
             self.flows[d].clear();
         }
-        self.current ^= 1;
+        self.current = (self.current + 1) % GENERATIONS;
+        for h in self.pending[self.current].values() {
+            self.counts[FAILED_IN + h.syn_dir.offset()] += 1;
+        }
         self.pending[self.current].clear();
     }
 
-    /// SYN-ACKs awaiting their ACK.
+    /// Handshakes in progress.
     pub fn pending(&self) -> usize {
         self.pending.iter().map(|g| g.len()).sum()
     }
@@ -411,6 +468,10 @@ mod capture {
     const RCVBUF: libc::c_int = 8 << 20;
     /// Frames per `recvmmsg`.
     const BATCH: usize = 64;
+    /// Pause after a short batch. Woken for every frame, the reader spent 6 us per frame (a wakeup and
+    /// a syscall each, `scripts/flow-cost.sh`); draining every 20 ms costs a fraction of that, and the
+    /// kernel buffer holds far more than 20 ms of a flood's headers.
+    const IDLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
     /// A started capture: what the reader shares, its thread, and the namespace inode it was opened in.
     type Running = (Arc<Shared>, JoinHandle<()>, Option<u64>);
@@ -631,6 +692,7 @@ mod capture {
                 continue; // timeout (EAGAIN) or interrupted: look at the stop flag again
             }
             acct.add(CAPTURE_FRAMES, n as u64);
+            let short = (n as usize) < BATCH;
             for i in 0..n as usize {
                 // On the host side of the link, frames the host sends go to the guest; on the guest's
                 // own side (a container's eth0), the other way round.
@@ -638,6 +700,10 @@ mod capture {
                 let dir = if outgoing != guest_side { Direction::In } else { Direction::Out };
                 let len = (msgs[i].msg_len as usize).min(SNAPLEN as usize);
                 acct.observe(dir, &bufs[i][..len]);
+            }
+            drop(acct);
+            if short {
+                std::thread::sleep(IDLE_PAUSE);
             }
         }
     }

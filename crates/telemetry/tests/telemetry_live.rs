@@ -338,6 +338,7 @@ fn flow_capture_counts_handshakes_by_direction_on_a_veth() {
     assert_eq!(d("syn_in"), 4, "three connections and one to a closed port");
     assert_eq!(d("synack_out"), 3);
     assert_eq!(d("handshakes_in"), 3);
+    assert_eq!(d("handshakes_failed_in"), 0, "a reset port refuses, it does not fail a handshake");
     assert_eq!((d("syn_out"), d("synack_in"), d("handshakes_out")), (1, 1, 1));
     assert!(d("rst_out") >= 1, "the closed port's reset");
     assert_eq!((d("udp_in"), d("icmp_unreach_out")), (1, 1));

@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 
 /// The counters features are built from, as `source/counter`. Index = position here.
-pub const BASE_COUNTERS: [&str; 47] = [
+pub const BASE_COUNTERS: [&str; 49] = [
     // 0..6: the guest's link, host side (host rx = guest tx).
     "netdev/rx_packets",
     "netdev/rx_bytes",
@@ -75,6 +75,8 @@ pub const BASE_COUNTERS: [&str; 47] = [
     "flow/remote_addrs_out",
     "flow/flows_in",
     "flow/flows_out",
+    "flow/handshakes_failed_in",
+    "flow/handshakes_failed_out",
 ];
 
 /// Index of a `source/counter` in [`BASE_COUNTERS`].
@@ -130,6 +132,8 @@ const ADDRS_IN: usize = 43;
 const ADDRS_OUT: usize = 44;
 const FLOWS_IN: usize = 45;
 const FLOWS_OUT: usize = 46;
+const FAILED_IN: usize = 47;
+const FAILED_OUT: usize = 48;
 
 /// Packets the guest's stack refused or could not serve: resets sent (SYN or ACK at a closed port or to
 /// no connection), UDP to closed ports or full buffers, SYNs answered with cookies or dropped. Benign
@@ -147,9 +151,6 @@ pub enum Expr {
     Ratio(&'static [usize], &'static [usize]),
     /// Nanoseconds per second as CPU cores.
     Cores(usize),
-    /// `max(0, sum(a) - factor * sum(b))` of rates: what is left of `a` once `b` is accounted for
-    /// (SYNs that did not complete a handshake, allowing `factor - 1` retransmissions per handshake).
-    Excess(&'static [usize], &'static [usize], f64),
     /// "Bare" packets/s of one direction: `pkts` small packets (mean size from `bytes`) that got little
     /// data back (`answer_bytes` per packet): `pps * min(1, 200 / size) * min(1, 120 / answer)`. A flood
     /// of any kind (SYN, ACK, UDP; answered by SYN-ACKs, resets or nothing) is bare; web or bulk
@@ -282,21 +283,33 @@ pub const FEATURES: [FeatureDef; 50] = [
     f("synack_in_ps", Expr::Rate(&[SYNACK_IN]), true, "1/s", "SYN-ACKs the guest receives"),
     f("synack_out_ps", Expr::Rate(&[SYNACK_OUT]), true, "1/s", "SYN-ACKs the guest sends"),
     nov(
-        "failed_syns_in_ps",
-        Expr::Excess(&[SYN_IN], &[HS_IN], 2.0),
+        "failed_handshakes_in_ps",
+        Expr::Rate(&[FAILED_IN]),
         "1/s",
-        "SYNs to the guest that completed no handshake (beyond one retransmission per handshake)",
+        "handshakes others opened to the guest that never completed (a retransmitted SYN is the same one)",
         50.0,
     ),
     nov(
-        "failed_syns_out_ps",
-        Expr::Excess(&[SYN_OUT], &[HS_OUT], 2.0),
+        "failed_handshakes_out_ps",
+        Expr::Rate(&[FAILED_OUT]),
         "1/s",
-        "SYNs from the guest that completed no handshake (beyond one retransmission per handshake)",
+        "handshakes the guest opened that never completed",
         50.0,
     ),
-    f("completion_in", Expr::Ratio(&[HS_IN], &[SYN_IN]), false, "ratio", "handshakes completed per SYN received"),
-    f("completion_out", Expr::Ratio(&[HS_OUT], &[SYN_OUT]), false, "ratio", "handshakes completed per SYN sent"),
+    f(
+        "completion_in",
+        Expr::Ratio(&[HS_IN], &[HS_IN, FAILED_IN]),
+        false,
+        "ratio",
+        "share of the handshakes opened to the guest that completed",
+    ),
+    f(
+        "completion_out",
+        Expr::Ratio(&[HS_OUT], &[HS_OUT, FAILED_OUT]),
+        false,
+        "ratio",
+        "share of the handshakes the guest opened that completed",
+    ),
     nov(
         "refusals_out_ps",
         Expr::Rate(&[FL_RST_OUT, UNREACH_OUT]),
@@ -365,7 +378,6 @@ impl Rates {
             }
             Expr::Ratio(a, b) => (sum(a)? + 1.0) / (sum(b)? + 1.0),
             Expr::Cores(c) => self.0[c]? / 1e9,
-            Expr::Excess(a, b, factor) => (sum(a)? - factor * sum(b)?).max(0.0),
             Expr::Bare { pkts, bytes, answer_bytes } => {
                 let (p, b, a) = (self.0[pkts]?, self.0[bytes]?, self.0[answer_bytes]?);
                 if p <= 0.0 {

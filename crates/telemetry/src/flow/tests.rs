@@ -95,11 +95,51 @@ fn a_spoofed_flood_never_completes_and_its_sources_are_counted() {
     // Answers go to as many remotes.
     let out = counter(&a, "remote_addrs_out") as f64;
     assert!((out - 2000.0).abs() < 0.15 * 2000.0, "{out}");
-    // Unanswered SYN-ACKs age out after two rounds.
+    // Unanswered handshakes fail after two to three rounds.
     assert_eq!(a.pending(), 2000);
+    assert_eq!(counter(&a, "handshakes_failed_in"), 0);
     a.end_round();
     a.end_round();
     assert_eq!(a.pending(), 0);
+    assert_eq!(counter(&a, "handshakes_failed_in"), 2000);
+    assert_eq!(counter(&a, "handshakes_failed_out"), 0);
+}
+
+#[test]
+fn a_dropped_syn_retransmitted_still_completes() {
+    // A flash crowd: the listen queue drops the first SYN; the client retries 1 s, then 2 s later.
+    let mut a = FlowAccounting::new();
+    a.observe(Direction::In, &tcp(CLIENT, 40001, GUEST, 80, "S", &[]));
+    a.end_round();
+    a.observe(Direction::In, &tcp(CLIENT, 40001, GUEST, 80, "S", &[]));
+    a.end_round();
+    a.end_round();
+    a.observe(Direction::In, &tcp(CLIENT, 40001, GUEST, 80, "S", &[]));
+    a.observe(Direction::Out, &tcp(GUEST, 80, CLIENT, 40001, "SA", &[]));
+    a.observe(Direction::In, &tcp(CLIENT, 40001, GUEST, 80, "A", &[]));
+    for _ in 0..3 {
+        a.end_round();
+    }
+    assert_eq!((counter(&a, "syn_in"), counter(&a, "handshakes_in"), counter(&a, "handshakes_failed_in")), (3, 1, 0));
+}
+
+#[test]
+fn resets_fail_or_refuse_a_handshake_by_who_sends_them() {
+    let mut a = FlowAccounting::new();
+    // The guest's SYN answered by a SYN-ACK it resets (its kernel never sent the SYN: a spoofing
+    // zombie's victim answering someone else): a failed handshake of the guest's.
+    a.observe(Direction::Out, &tcp(GUEST, 1234, CLIENT, 80, "S", &[]));
+    a.observe(Direction::In, &tcp(CLIENT, 80, GUEST, 1234, "SA", &[]));
+    a.observe(Direction::Out, &tcp(GUEST, 1234, CLIENT, 80, "R", &[]));
+    // A SYN to the guest's closed port, refused with a reset: not a failed handshake.
+    a.observe(Direction::In, &tcp(CLIENT, 5555, GUEST, 9, "S", &[]));
+    a.observe(Direction::Out, &tcp(GUEST, 9, CLIENT, 5555, "RA", &[]));
+    for _ in 0..3 {
+        a.end_round();
+    }
+    assert_eq!(counter(&a, "handshakes_failed_out"), 1);
+    assert_eq!(counter(&a, "handshakes_failed_in"), 0);
+    assert_eq!((counter(&a, "rst_out"), a.pending()), (2, 0));
 }
 
 #[test]
@@ -112,6 +152,7 @@ fn the_handshake_table_is_bounded() {
     }
     assert_eq!(a.pending(), HANDSHAKE_TABLE);
     assert_eq!(counter(&a, "handshakes_untracked"), 100);
+    assert_eq!(counter(&a, "handshakes_failed_in"), 100, "untracked handshakes count as failed");
     // A retransmitted SYN-ACK is not tracked twice.
     a.observe(Direction::Out, &tcp(GUEST, 80, [10, 0, 100, 0], 2000, "SA", &[]));
     assert_eq!(counter(&a, "handshakes_untracked"), 100);
@@ -159,7 +200,7 @@ proptest! {
         a.end_round();
         prop_assert_eq!(counter(&a, "frames"), frames.len() as u64);
         prop_assert!(counter(&a, "frames_unparsed") <= frames.len() as u64);
-        prop_assert!(a.pending() <= 2 * HANDSHAKE_TABLE);
+        prop_assert!(a.pending() <= 3 * HANDSHAKE_TABLE);
     }
 
     /// Valid TCP headers with mutated bytes after them (and any cut) never panic either.
