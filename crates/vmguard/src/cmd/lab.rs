@@ -17,13 +17,13 @@ pub enum LabCommand {
     Gateway(GatewayArgs),
     /// Print the address plan without creating anything.
     Plan,
-    /// Run a command inside a victim (its namespace, its container, or the qemu guest).
+    /// Run a command inside a victim (its namespace, its container, the qemu guest, the Xen domU or dom0).
     Exec(ExecArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Victim name (vanilla, container, qemu).
+    /// Victim name (vanilla, container, qemu, xen: the domU; xen-dom0: the Xen victim's dom0).
     pub victim: String,
     /// Seconds the command may run.
     #[arg(long, default_value_t = 60)]
@@ -38,7 +38,7 @@ pub struct UpArgs {
     /// Attacker link rate (e.g. 10mbit, 100mbit, unlimited); overrides the config file.
     #[arg(long)]
     pub attacker_rate: Option<lab::Rate>,
-    /// Victims to start (comma-separated: vanilla,container,qemu); overrides the config file.
+    /// Victims to start (comma-separated: vanilla,container,qemu,xen); overrides the config file.
     #[arg(long, value_delimiter = ',')]
     pub victims: Option<Vec<lab::VictimKind>>,
     /// qemu accelerator: auto probes KVM with the real guest and falls back to TCG.
