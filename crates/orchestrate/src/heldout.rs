@@ -14,6 +14,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use detect::online::labelled::alert_up_before;
 use detect::online::{AlertEvent, AlertParams, DetectorModel, LabelledGuest, Role, timeline};
 use detect::truth::{Span, Truth, window_truth};
 use serde::Serialize;
@@ -252,19 +253,7 @@ pub fn score_family(model: &DetectorModel, guests: &[FamilyGuest], family: &str)
             if a.truth.is_attack() {
                 let during = raised.iter().find(|(t, _)| *t >= a.start_ns && *t <= a.end_ns);
                 // An alert raised before this attack and not cleared since also counts, at 0 s.
-                let ongoing = tl
-                    .events
-                    .iter()
-                    .rev()
-                    .find(|ev| match ev {
-                        AlertEvent::Raised { time_ms, .. } | AlertEvent::Cleared { time_ms, .. } => {
-                            ms(*time_ms) < a.start_ns
-                        }
-                    })
-                    .and_then(|ev| match ev {
-                        AlertEvent::Raised { role, .. } => Some(*role),
-                        AlertEvent::Cleared { .. } => None,
-                    });
+                let ongoing = alert_up_before(&tl.events, a.start_ns);
                 let (after, role) = match (during, ongoing) {
                     (Some((t, r)), _) => (Some((t - a.start_ns) as f64 / 1e9), Some(*r)),
                     (None, Some(r)) => (Some(0.0), Some(r)),

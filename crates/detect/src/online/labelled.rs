@@ -233,18 +233,7 @@ pub fn evaluate(model: &DetectorModel, guests: &[LabelledGuest]) -> PartBReport 
             });
             // An alert raised before this attack and not cleared since (back-to-back attacks) also
             // counts, at 0 s.
-            let ongoing = events
-                .iter()
-                .rev()
-                .find(|ev| match ev {
-                    AlertEvent::Raised { time_ms, .. } | AlertEvent::Cleared { time_ms, .. } => {
-                        ms(*time_ms) < a.start_ns
-                    }
-                })
-                .and_then(|ev| match ev {
-                    AlertEvent::Raised { role, .. } => Some(*role),
-                    AlertEvent::Cleared { .. } => None,
-                });
+            let ongoing = alert_up_before(&events, a.start_ns);
             let cleared = events.iter().find_map(|ev| match ev {
                 AlertEvent::Cleared { time_ms, .. } if ms(*time_ms) > a.end_ns => {
                     Some((ms(*time_ms) - a.end_ns) as f64 / 1e9)
@@ -304,6 +293,21 @@ pub fn evaluate(model: &DetectorModel, guests: &[LabelledGuest]) -> PartBReport 
         detections,
         report,
     }
+}
+
+/// The role of the alert still up just before `t_ns` (raised and not cleared since), if any: an
+/// attack that begins while the previous one's alert is up is alerted from its first second.
+pub fn alert_up_before(events: &[AlertEvent], t_ns: i64) -> Option<Role> {
+    events
+        .iter()
+        .rev()
+        .find(|ev| match ev {
+            AlertEvent::Raised { time_ms, .. } | AlertEvent::Cleared { time_ms, .. } => time_ms * 1_000_000 < t_ns,
+        })
+        .and_then(|ev| match ev {
+            AlertEvent::Raised { role, .. } => Some(*role),
+            AlertEvent::Cleared { .. } => None,
+        })
 }
 
 #[cfg(test)]
