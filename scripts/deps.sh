@@ -30,6 +30,7 @@ NEEDS=(
 	"objcopy|binutils|the guest initramfs (stripped vmguard)"
 	"debootstrap|debootstrap|the xen victim's dom0 root (Debian from apt's mirror, built once and cached)"
 	"unshare|util-linux|debootstrap in a private mount namespace (the xen victim's dom0 root)"
+	"setpriv|util-linux|debootstrap ended with vmguard if it dies (the xen victim's dom0 root)"
 	"gzip|gzip|the xen victim's hypervisor (xen-4.17-amd64.gz unpacked)"
 	"busybox|busybox-static|every victim's httpd, the guest's userland"
 	"runc|runc|the container victim"

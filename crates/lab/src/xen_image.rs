@@ -245,8 +245,12 @@ fn ensure_root(cache_dir: &Path, mirror: &str, progress: &dyn Fn(&str)) -> Resul
     // In a private mount namespace: debootstrap mounts /proc and /sys (and, in a container, /dev)
     // inside the target, and every such mount dies with the namespace, also if debootstrap is
     // killed, so nothing can be left mounted under the cache (or removed through a bind mount).
-    Cmd::new("unshare")
-        .args(["--mount", "--propagation", "private"])
+    // In its own PID namespace too, tied to us: if vmguard dies, setpriv's death signal kills
+    // unshare, unshare kills debootstrap (the namespace's init), and the kernel every process left
+    // in the namespace (dpkg, chroot), so no build outlives a crashed `lab up`.
+    Cmd::new("setpriv")
+        .args(["--pdeathsig", "KILL", "unshare", "--mount", "--propagation", "private"])
+        .args(["--pid", "--fork", "--kill-child=SIGKILL"])
         .arg(&debootstrap)
         .args(["--variant=minbase", &format!("--include={}", DOM0_PACKAGES.join(","))])
         .arg(&suite)

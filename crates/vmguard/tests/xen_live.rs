@@ -20,11 +20,21 @@ const NETWORK: &str = "10.221.0.0/16";
 fn prerequisites() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let missing: Vec<&str> =
-        ["ip", "qemu-system-x86_64", "qemu-img", "mkfs.ext4", "debootstrap", "apt-get", "dpkg-deb", "unshare", "curl"]
-            .into_iter()
-            .filter(|p| exec::which(p).is_none() && !std::path::Path::new(&format!("/usr/sbin/{p}")).exists())
-            .collect();
+    let missing: Vec<&str> = [
+        "ip",
+        "qemu-system-x86_64",
+        "qemu-img",
+        "mkfs.ext4",
+        "debootstrap",
+        "apt-get",
+        "dpkg-deb",
+        "unshare",
+        "setpriv",
+        "curl",
+    ]
+    .into_iter()
+    .filter(|p| exec::which(p).is_none() && !std::path::Path::new(&format!("/usr/sbin/{p}")).exists())
+    .collect();
     let known = Cmd::new("apt-cache").args(["show", "xen-hypervisor-4.17-amd64"]).run().is_ok();
     let reason = if !root {
         "needs root (a lab of namespaces, a tap, a qemu machine running Xen)".to_string()
