@@ -88,3 +88,58 @@ pub fn run_in(
     let out = host_cmd.timeout(timeout).run_unchecked()?;
     Ok(VictimOutput { status: out.status.code().unwrap_or(-1), output: out.stdout + &out.stderr })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::time::Duration;
+
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::{LabSpec, LabState, VictimKind};
+
+    /// A fake dom0 on a unix socket: answers each command with its decoded script and status 0.
+    fn fake_dom0(sock: &Path, commands: usize) -> std::thread::JoinHandle<Vec<String>> {
+        let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..commands {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&conn).read_line(&mut line).unwrap();
+                let (id, b64) = line.trim_end().split_once(' ').unwrap();
+                let script = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
+                writeln!(conn, "ran\n@@VMGUARD-EXIT {id} 0").unwrap();
+                seen.push(script);
+            }
+            seen
+        })
+    }
+
+    #[test]
+    fn xen_commands_go_to_the_domu_through_dom0_and_xen_dom0_to_dom0_itself() {
+        let dir = tempfile::Builder::new().prefix("vmguard-lab-xen-exec-").tempdir().unwrap();
+        let sock = dir.path().join("ctl.sock");
+        let dom0 = fake_dom0(&sock, 2);
+        let spec = LabSpec { victims: vec![VictimKind::Xen], ..Default::default() };
+        let mut state = LabState::new(&spec);
+        let host = state.plan.victim(VictimKind::Xen).unwrap().clone();
+        state.victims.push(crate::VictimState {
+            control_socket: Some(sock.clone()),
+            ..crate::VictimState::new(VictimKind::Xen, &host, vec![1], dir.path().join("console.log"))
+        });
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let out = run_in(&state, "xen", &argv(&["uname", "-a"]), Duration::from_secs(5)).unwrap();
+        assert_eq!((out.status, out.output.as_str()), (0, "ran\n"));
+        let out = run_in(&state, xen::DOM0_EXEC_NAME, &argv(&["xl", "list"]), Duration::from_secs(5)).unwrap();
+        assert_eq!(out.status, 0);
+        let seen = dom0.join().unwrap();
+        // The domU's command is wrapped in dom0's relay, carrying it base64-encoded.
+        assert!(seen[0].contains("busybox nc 169.254.77.2 7000"), "{}", seen[0]);
+        assert_eq!(seen[0], xen::relay_script("uname -a", Duration::from_secs(5)));
+        assert_eq!(seen[1], "xl list");
+        let err = run_in(&state, "qemu", &argv(&["true"]), Duration::from_secs(1)).unwrap_err().to_string();
+        assert!(err.contains("no victim `qemu`") && err.contains("xen"), "{err}");
+    }
+}
