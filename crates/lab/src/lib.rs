@@ -55,9 +55,6 @@ pub enum LabError {
     /// The recorded state file is not lab state.
     #[error("lab state {} is unreadable ({source}); `vmguard lab down` still removes the lab by its prefix", path.display())]
     StateUnreadable { path: PathBuf, source: serde_json::Error },
-    /// The kind of victim exists but the lab cannot start it yet.
-    #[error("victim kind `{0}` is not built yet: the lab starts vanilla, container and qemu victims")]
-    NotBuilt(VictimKind),
     /// Building the guest image failed.
     #[error("guest image: {0}")]
     Image(String),
