@@ -29,7 +29,7 @@ use std::net::IpAddr;
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
 /// The counters of one guest, in emission order (all cumulative).
-pub const FLOW_COUNTERS: [&str; 26] = [
+pub const FLOW_COUNTERS: [&str; 28] = [
     "syn_in",
     "syn_out",
     "synack_in",
@@ -43,6 +43,10 @@ pub const FLOW_COUNTERS: [&str; 26] = [
     "handshakes_failed_in",
     // Handshakes the guest opened that never completed (or that it reset after the SYN-ACK).
     "handshakes_failed_out",
+    // Handshakes begun, counted at their first SYN (a retransmitted SYN is not a new one): begun minus
+    // completed is what failed, without waiting for the table to give up on them.
+    "handshakes_new_in",
+    "handshakes_new_out",
     "rst_in",
     "rst_out",
     "fin_in",
@@ -74,18 +78,19 @@ const SYN_IN: usize = 0;
 const SYNACK_IN: usize = 2;
 const HANDSHAKES_IN: usize = 4;
 const FAILED_IN: usize = 6;
-const RST_IN: usize = 8;
-const FIN_IN: usize = 10;
-const ICMP_UNREACH_IN: usize = 12;
-const UDP_IN: usize = 14;
-const ADDRS_IN: usize = 16;
-const FLOWS_IN: usize = 18;
-const FRAMES: usize = 20;
-const UNPARSED: usize = 21;
-const UNTRACKED: usize = 22;
-pub(crate) const CAPTURE_DROPS: usize = 23;
-pub(crate) const CAPTURE_CPU: usize = 24;
-pub(crate) const CAPTURE_FRAMES: usize = 25;
+const NEW_IN: usize = 8;
+const RST_IN: usize = 10;
+const FIN_IN: usize = 12;
+const ICMP_UNREACH_IN: usize = 14;
+const UDP_IN: usize = 16;
+const ADDRS_IN: usize = 18;
+const FLOWS_IN: usize = 20;
+const FRAMES: usize = 22;
+const UNPARSED: usize = 23;
+const UNTRACKED: usize = 24;
+pub(crate) const CAPTURE_DROPS: usize = 25;
+pub(crate) const CAPTURE_CPU: usize = 26;
+pub(crate) const CAPTURE_FRAMES: usize = 27;
 
 /// Which way a frame crossed the guest's link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -247,8 +252,11 @@ impl FlowAccounting {
 
     /// Put a handshake in the current generation (moving it there if it was in an older one).
     fn keep(&mut self, key: HandshakeKey, h: Handshake, from: Option<usize>) {
-        if let Some(g) = from {
-            self.pending[g].remove(&key);
+        match from {
+            Some(g) => {
+                self.pending[g].remove(&key);
+            }
+            None => self.counts[NEW_IN + h.syn_dir.offset()] += 1,
         }
         let t = &mut self.pending[self.current];
         if t.len() >= HANDSHAKE_TABLE {

@@ -75,8 +75,8 @@ pub const BASE_COUNTERS: [&str; 49] = [
     "flow/remote_addrs_out",
     "flow/flows_in",
     "flow/flows_out",
-    "flow/handshakes_failed_in",
-    "flow/handshakes_failed_out",
+    "flow/handshakes_new_in",
+    "flow/handshakes_new_out",
 ];
 
 /// Index of a `source/counter` in [`BASE_COUNTERS`].
@@ -132,8 +132,8 @@ const ADDRS_IN: usize = 43;
 const ADDRS_OUT: usize = 44;
 const FLOWS_IN: usize = 45;
 const FLOWS_OUT: usize = 46;
-const FAILED_IN: usize = 47;
-const FAILED_OUT: usize = 48;
+const NEW_IN: usize = 47;
+const NEW_OUT: usize = 48;
 
 /// Packets the guest's stack refused or could not serve: resets sent (SYN or ACK at a closed port or to
 /// no connection), UDP to closed ports or full buffers, SYNs answered with cookies or dropped. Benign
@@ -151,6 +151,9 @@ pub enum Expr {
     Ratio(&'static [usize], &'static [usize]),
     /// Nanoseconds per second as CPU cores.
     Cores(usize),
+    /// `max(0, sum(a) - sum(b))` of rates: what is left of `a` once `b` is accounted for (handshakes
+    /// begun that did not complete).
+    Excess(&'static [usize], &'static [usize]),
     /// "Bare" packets/s of one direction: `pkts` small packets (mean size from `bytes`) that got little
     /// data back (`answer_bytes` per packet): `pps * min(1, 200 / size) * min(1, 120 / answer)`. A flood
     /// of any kind (SYN, ACK, UDP; answered by SYN-ACKs, resets or nothing) is bare; web or bulk
@@ -284,28 +287,28 @@ pub const FEATURES: [FeatureDef; 50] = [
     f("synack_out_ps", Expr::Rate(&[SYNACK_OUT]), true, "1/s", "SYN-ACKs the guest sends"),
     nov(
         "failed_handshakes_in_ps",
-        Expr::Rate(&[FAILED_IN]),
+        Expr::Excess(&[NEW_IN], &[HS_IN]),
         "1/s",
-        "handshakes others opened to the guest that never completed (a retransmitted SYN is the same one)",
+        "handshakes others began with the guest, less those completed (a retransmitted SYN is the same one)",
         50.0,
     ),
     nov(
         "failed_handshakes_out_ps",
-        Expr::Rate(&[FAILED_OUT]),
+        Expr::Excess(&[NEW_OUT], &[HS_OUT]),
         "1/s",
-        "handshakes the guest opened that never completed",
+        "handshakes the guest began, less those completed",
         50.0,
     ),
     f(
         "completion_in",
-        Expr::Ratio(&[HS_IN], &[HS_IN, FAILED_IN]),
+        Expr::Ratio(&[HS_IN], &[NEW_IN]),
         false,
         "ratio",
         "share of the handshakes opened to the guest that completed",
     ),
     f(
         "completion_out",
-        Expr::Ratio(&[HS_OUT], &[HS_OUT, FAILED_OUT]),
+        Expr::Ratio(&[HS_OUT], &[NEW_OUT]),
         false,
         "ratio",
         "share of the handshakes the guest opened that completed",
@@ -378,6 +381,7 @@ impl Rates {
             }
             Expr::Ratio(a, b) => (sum(a)? + 1.0) / (sum(b)? + 1.0),
             Expr::Cores(c) => self.0[c]? / 1e9,
+            Expr::Excess(a, b) => (sum(a)? - sum(b)?).max(0.0),
             Expr::Bare { pkts, bytes, answer_bytes } => {
                 let (p, b, a) = (self.0[pkts]?, self.0[bytes]?, self.0[answer_bytes]?);
                 if p <= 0.0 {

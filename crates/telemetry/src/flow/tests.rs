@@ -98,6 +98,7 @@ fn a_spoofed_flood_never_completes_and_its_sources_are_counted() {
     // Unanswered handshakes fail after two to three rounds.
     assert_eq!(a.pending(), 2000);
     assert_eq!(counter(&a, "handshakes_failed_in"), 0);
+    assert_eq!(counter(&a, "handshakes_new_in"), 2000, "begun at once, failed later");
     a.end_round();
     a.end_round();
     assert_eq!(a.pending(), 0);
@@ -121,6 +122,7 @@ fn a_dropped_syn_retransmitted_still_completes() {
         a.end_round();
     }
     assert_eq!((counter(&a, "syn_in"), counter(&a, "handshakes_in"), counter(&a, "handshakes_failed_in")), (3, 1, 0));
+    assert_eq!(counter(&a, "handshakes_new_in"), 1, "three SYNs, one handshake");
 }
 
 #[test]
