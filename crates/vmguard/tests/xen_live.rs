@@ -2,7 +2,7 @@
 //! vanilla and xen victims boots Xen 4.17, a PV dom0 and a PV domU inside qemu; the domU answers HTTP
 //! from the client namespace on its lab address; `lab exec xen -- uname -a` runs in the domU (and
 //! `lab exec xen-dom0` in dom0); `lab status` shows both domains; `lab down` leaves no qemu, tap,
-//! namespace or run file behind.
+//! namespace or run file behind, also after a `lab up` killed while Xen boots.
 //!
 //! Needs root, qemu, debootstrap and apt's Debian mirror (the images are built once and cached: a
 //! cold build takes minutes, mostly debootstrap). A missing prerequisite fails it with `NOT RUN: ...`.
@@ -135,4 +135,33 @@ fn xen_victim_boots_serves_http_runs_commands_and_leaves_nothing() {
     }
     let left = leftovers(&run_dir);
     assert!(left.is_empty(), "left behind after lab down: {left:#?}");
+
+    // A `lab up` killed while Xen boots (dom0 up, the domU not yet): `lab down` still removes all.
+    let console = format!("{run_dir}/xen/console.log");
+    let _ = std::fs::remove_file(&console);
+    let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_vmguard"))
+        .arg("--config")
+        .arg(&lab.config)
+        .args(["lab", "up"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !std::fs::read_to_string(&console).unwrap_or_default().contains("VMGUARD_DOM0_UP") {
+        assert!(up.try_wait().unwrap().is_none(), "lab up ended before dom0 was up");
+        assert!(Instant::now() < deadline, "dom0 did not come up within 600 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    up.kill().unwrap(); // SIGKILL, by PID
+    up.wait().unwrap();
+    let down = lab.run(&["lab", "down"]);
+    assert!(down.status.success(), "lab down after the kill: {:?}", common::text(&down));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = leftovers(&run_dir);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        left = leftovers(&run_dir);
+    }
+    assert!(left.is_empty(), "left behind after a killed lab up and lab down: {left:#?}");
 }
