@@ -144,7 +144,12 @@ mod tests {
         assert!(out.is_empty());
         let mut failed: Vec<SourceId> = failures.iter().map(|f| f.source).collect();
         failed.sort();
-        assert_eq!(failed, [SourceId::Kvm, SourceId::Netdev, SourceId::Cgroup, SourceId::Process]);
+        assert_eq!(failed, [SourceId::Kvm, SourceId::Netdev, SourceId::Cgroup, SourceId::Process, SourceId::Flow]);
+        // A skipped kind is never started.
+        let mut skipping = Collector::new();
+        skipping.skip(&[SourceId::Flow, SourceId::Tracepoint]);
+        assert!(skipping.add_guest(&gone).is_empty());
+        assert!(skipping.sources().all(|(_, id)| id != SourceId::Flow && id != SourceId::Tracepoint));
         for f in &failures {
             assert!(f.to_string().starts_with("guest ghost source "), "{f}");
         }
