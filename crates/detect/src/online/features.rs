@@ -98,11 +98,7 @@ const OUT_RSTS: usize = 9;
 const PASSIVE: usize = 10;
 const ACTIVE: usize = 11;
 const ATTEMPT_FAILS: usize = 12;
-const COOKIES_SENT: usize = 13;
 const COOKIES_FAILED: usize = 14;
-const LISTEN_DROPS: usize = 15;
-const LISTEN_OVERFLOWS: usize = 16;
-const REQQ_DROP: usize = 17;
 const CPU: usize = 18;
 const CG_CPU: usize = 19;
 const CTX_VOL: usize = 20;
@@ -115,7 +111,6 @@ const TP_MSI: usize = 26;
 const UDP_IN: usize = 27;
 const UDP_NOPORTS: usize = 28;
 const UDP_INERR: usize = 29;
-const UDP_RCVBUF: usize = 30;
 const SYN_IN: usize = 31;
 const SYN_OUT: usize = 32;
 const SYNACK_IN: usize = 33;
@@ -135,10 +130,13 @@ const FLOWS_OUT: usize = 46;
 const NEW_IN: usize = 47;
 const NEW_OUT: usize = 48;
 
-/// Packets the guest's stack refused or could not serve: resets sent (SYN or ACK at a closed port or to
-/// no connection), UDP to closed ports or full buffers, SYNs answered with cookies or dropped. Benign
-/// traffic makes few of them at any load; every flood kind makes one per packet.
-const REFUSED: &[usize] = &[OUT_RSTS, UDP_NOPORTS, UDP_RCVBUF, COOKIES_SENT, COOKIES_FAILED, LISTEN_DROPS, REQQ_DROP];
+/// Packets the guest's stack refused: resets sent (SYN or ACK at a closed port or to no connection),
+/// UDP to closed ports, invalid SYN cookies (ACKs of no connection at a listener).
+/// Benign traffic makes few of them at any load; every flood kind but a SYN flood at a listener makes
+/// one per packet (that one is the flow source's failed handshakes). SYN cookies sent, listen drops and
+/// full UDP buffers are left out: a flash crowd that overflows a listen queue, or a fast benign UDP
+/// stream, makes hundreds of them per second too, so they are symptoms of load, not of a flood.
+const REFUSED: &[usize] = &[OUT_RSTS, UDP_NOPORTS, COOKIES_FAILED];
 
 /// How a feature is computed from a window's per-second rates.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -187,7 +185,7 @@ const fn nov(name: &'static str, expr: Expr, unit: &'static str, help: &'static 
 }
 
 /// Every Part B feature. Models pick the subset available for their kind of guest.
-pub const FEATURES: [FeatureDef; 50] = [
+pub const FEATURES: [FeatureDef; 48] = [
     f("rx_pps", Expr::Rate(&[RX_PKTS]), true, "packets/s", "packets the guest receives"),
     f("tx_pps", Expr::Rate(&[TX_PKTS]), true, "packets/s", "packets the guest sends"),
     f("rx_bps", Expr::Rate(&[RX_BYTES]), true, "bytes/s", "bytes the guest receives"),
@@ -209,15 +207,9 @@ pub const FEATURES: [FeatureDef; 50] = [
         "received segments per connection",
     ),
     f("attempt_fails_ps", Expr::Rate(&[ATTEMPT_FAILS]), true, "1/s", "failed connection attempts"),
-    f("syncookies_ps", Expr::Rate(&[COOKIES_SENT]), true, "1/s", "SYN cookies sent (listen queue full)"),
     f("syncookies_failed_ps", Expr::Rate(&[COOKIES_FAILED]), true, "1/s", "invalid SYN cookies received"),
-    f(
-        "listen_drops_ps",
-        Expr::Rate(&[LISTEN_DROPS, LISTEN_OVERFLOWS, REQQ_DROP]),
-        true,
-        "1/s",
-        "SYNs dropped by listeners",
-    ),
+    // SYN cookies sent and listen drops are not features: a flash crowd overflowing a listen queue
+    // makes as many as a flood (they tell load, not attack); failed handshakes tell the flood.
     f("cpu_cores", Expr::Cores(CPU), false, "cores", "CPU of the guest's host process"),
     f("cgroup_cpu_cores", Expr::Cores(CG_CPU), false, "cores", "CPU of the guest's cgroup"),
     f(
@@ -553,7 +545,7 @@ mod tests {
     #[test]
     fn names_resolve() {
         assert_eq!(base_index("netdev", "rx_packets"), Some(0));
-        assert_eq!(base_index("snmp", "TcpExt.SyncookiesSent"), Some(COOKIES_SENT));
+        assert_eq!(base_index("snmp", "TcpExt.SyncookiesFailed"), Some(COOKIES_FAILED));
         assert_eq!(base_index("netdev", "nope"), None);
         assert_eq!(base_index("netde", "v/rx_packets"), None);
         for (i, d) in FEATURES.iter().enumerate() {
