@@ -29,7 +29,7 @@ use std::net::IpAddr;
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
 /// The counters of one guest, in emission order (all cumulative).
-pub const FLOW_COUNTERS: [&str; 28] = [
+pub const FLOW_COUNTERS: [&str; 32] = [
     "syn_in",
     "syn_out",
     "synack_in",
@@ -47,6 +47,10 @@ pub const FLOW_COUNTERS: [&str; 28] = [
     // completed is what failed, without waiting for the table to give up on them.
     "handshakes_new_in",
     "handshakes_new_out",
+    // SYNs repeating a handshake's SYN within the same round: faster than any retransmission (TCP's
+    // first retransmission timeout is 1 s), so a flood reusing one connection's addresses and ports.
+    "syn_repeats_in",
+    "syn_repeats_out",
     "rst_in",
     "rst_out",
     "fin_in",
@@ -61,6 +65,9 @@ pub const FLOW_COUNTERS: [&str; 28] = [
     // Sum over rounds of the distinct flows (protocol, addresses, ports) of the round.
     "flows_in",
     "flows_out",
+    // The same for UDP alone (a benign UDP sender or server keeps few flows; a flood varies its ports).
+    "udp_flows_in",
+    "udp_flows_out",
     // Frames the accounting saw, and those it could not parse (truncated, other protocols).
     "frames",
     "frames_unparsed",
@@ -79,18 +86,20 @@ const SYNACK_IN: usize = 2;
 const HANDSHAKES_IN: usize = 4;
 const FAILED_IN: usize = 6;
 const NEW_IN: usize = 8;
-const RST_IN: usize = 10;
-const FIN_IN: usize = 12;
-const ICMP_UNREACH_IN: usize = 14;
-const UDP_IN: usize = 16;
-const ADDRS_IN: usize = 18;
-const FLOWS_IN: usize = 20;
-const FRAMES: usize = 22;
-const UNPARSED: usize = 23;
-const UNTRACKED: usize = 24;
-pub(crate) const CAPTURE_DROPS: usize = 25;
-pub(crate) const CAPTURE_CPU: usize = 26;
-pub(crate) const CAPTURE_FRAMES: usize = 27;
+const REPEATS_IN: usize = 10;
+const RST_IN: usize = 12;
+const FIN_IN: usize = 14;
+const ICMP_UNREACH_IN: usize = 16;
+const UDP_IN: usize = 18;
+const ADDRS_IN: usize = 20;
+const FLOWS_IN: usize = 22;
+const UDP_FLOWS_IN: usize = 24;
+const FRAMES: usize = 26;
+const UNPARSED: usize = 27;
+const UNTRACKED: usize = 28;
+pub(crate) const CAPTURE_DROPS: usize = 29;
+pub(crate) const CAPTURE_CPU: usize = 30;
+pub(crate) const CAPTURE_FRAMES: usize = 31;
 
 /// Which way a frame crossed the guest's link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,6 +133,8 @@ const GENERATIONS: usize = 3;
 struct Handshake {
     syn_dir: Direction,
     answered: bool,
+    /// The round of its last SYN.
+    syn_round: u64,
 }
 
 /// Relative error of the distinct-count sketches (2^9 registers of one byte each).
@@ -150,8 +161,11 @@ pub struct FlowAccounting {
     /// Handshakes in progress, by generation (see [`HANDSHAKE_TABLE`]).
     pending: [HashMap<HandshakeKey, Handshake, TableHasher>; GENERATIONS],
     current: usize,
+    /// Rounds closed so far.
+    round: u64,
     addrs: [hyperloglog::HyperLogLog; 2],
     flows: [hyperloglog::HyperLogLog; 2],
+    udp_flows: [hyperloglog::HyperLogLog; 2],
 }
 
 impl Default for FlowAccounting {
@@ -168,8 +182,10 @@ impl FlowAccounting {
             counts: [0; FLOW_COUNTERS.len()],
             pending: std::array::from_fn(|_| HashMap::with_hasher(TableHasher::default())),
             current: 0,
+            round: 0,
             addrs: [sketch(), sketch()],
             flows: [sketch(), sketch()],
+            udp_flows: [sketch(), sketch()],
         }
     }
 
@@ -241,7 +257,11 @@ impl FlowAccounting {
             _ if !first_fragment => (0, 0, 0),
             _ => return false,
         };
-        self.flows[d].insert_by_hash_value(sketch_hash(&(proto, src, sport, dst, dport)));
+        let flow = sketch_hash(&(proto, src, sport, dst, dport));
+        self.flows[d].insert_by_hash_value(flow);
+        if proto == 17 {
+            self.udp_flows[d].insert_by_hash_value(flow);
+        }
         true
     }
 
@@ -270,7 +290,15 @@ impl FlowAccounting {
     /// A SYN from the initiator: a new handshake, or a retransmission that keeps one alive.
     fn syn(&mut self, key: HandshakeKey, dir: Direction) {
         let found = self.find(&key);
-        let h = found.map_or(Handshake { syn_dir: dir, answered: false }, |(_, h)| h);
+        let h = match found {
+            Some((_, h)) => {
+                if h.syn_round == self.round {
+                    self.counts[REPEATS_IN + dir.offset()] += 1;
+                }
+                Handshake { syn_round: self.round, ..h }
+            }
+            None => Handshake { syn_dir: dir, answered: false, syn_round: self.round },
+        };
         self.keep(key, h, found.map(|(g, _)| g));
     }
 
@@ -278,7 +306,8 @@ impl FlowAccounting {
     fn syn_ack(&mut self, key: HandshakeKey, dir: Direction) {
         let syn_dir = if dir == Direction::In { Direction::Out } else { Direction::In };
         let found = self.find(&key);
-        self.keep(key, Handshake { syn_dir, answered: true }, found.map(|(g, _)| g));
+        let syn_round = found.map_or(self.round, |(_, h)| h.syn_round);
+        self.keep(key, Handshake { syn_dir, answered: true, syn_round }, found.map(|(g, _)| g));
     }
 
     /// A reset from `src`: from the initiator it aborts its handshake (failed: e.g. a kernel resetting
@@ -311,9 +340,12 @@ impl FlowAccounting {
         for d in 0..2 {
             self.counts[ADDRS_IN + d] += self.addrs[d].len().round() as u64;
             self.counts[FLOWS_IN + d] += self.flows[d].len().round() as u64;
+            self.counts[UDP_FLOWS_IN + d] += self.udp_flows[d].len().round() as u64;
+            self.udp_flows[d].clear();
             self.addrs[d].clear();
             self.flows[d].clear();
         }
+        self.round += 1;
         self.current = (self.current + 1) % GENERATIONS;
         for h in self.pending[self.current].values() {
             self.counts[FAILED_IN + h.syn_dir.offset()] += 1;

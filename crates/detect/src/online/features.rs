@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 
 /// The counters features are built from, as `source/counter`. Index = position here.
-pub const BASE_COUNTERS: [&str; 49] = [
+pub const BASE_COUNTERS: [&str; 53] = [
     // 0..6: the guest's link, host side (host rx = guest tx).
     "netdev/rx_packets",
     "netdev/rx_bytes",
@@ -77,6 +77,10 @@ pub const BASE_COUNTERS: [&str; 49] = [
     "flow/flows_out",
     "flow/handshakes_new_in",
     "flow/handshakes_new_out",
+    "flow/syn_repeats_in",
+    "flow/syn_repeats_out",
+    "flow/udp_flows_in",
+    "flow/udp_flows_out",
 ];
 
 /// Index of a `source/counter` in [`BASE_COUNTERS`].
@@ -129,6 +133,10 @@ const FLOWS_IN: usize = 45;
 const FLOWS_OUT: usize = 46;
 const NEW_IN: usize = 47;
 const NEW_OUT: usize = 48;
+const REPEATS_IN: usize = 49;
+const REPEATS_OUT: usize = 50;
+const UDP_FLOWS_IN: usize = 51;
+const UDP_FLOWS_OUT: usize = 52;
 
 /// Packets the guest's stack refused: resets sent (SYN or ACK at a closed port or to no connection),
 /// UDP to closed ports, invalid SYN cookies (ACKs of no connection at a listener).
@@ -185,7 +193,7 @@ const fn nov(name: &'static str, expr: Expr, unit: &'static str, help: &'static 
 }
 
 /// Every Part B feature. Models pick the subset available for their kind of guest.
-pub const FEATURES: [FeatureDef; 48] = [
+pub const FEATURES: [FeatureDef; 52] = [
     f("rx_pps", Expr::Rate(&[RX_PKTS]), true, "packets/s", "packets the guest receives"),
     f("tx_pps", Expr::Rate(&[TX_PKTS]), true, "packets/s", "packets the guest sends"),
     f("rx_bps", Expr::Rate(&[RX_BYTES]), true, "bytes/s", "bytes the guest receives"),
@@ -337,6 +345,22 @@ pub const FEATURES: [FeatureDef; 48] = [
     f("flow_udp_out_ps", Expr::Rate(&[FL_UDP_OUT]), true, "datagrams/s", "UDP datagrams the guest sends"),
     f("remote_addrs_in", Expr::Rate(&[ADDRS_IN]), true, "addresses", "distinct sources per second"),
     f("remote_addrs_out", Expr::Rate(&[ADDRS_OUT]), true, "addresses", "distinct destinations per second"),
+    nov(
+        "syn_repeats_in_ps",
+        Expr::Rate(&[REPEATS_IN]),
+        "1/s",
+        "SYNs to the guest repeating a handshake's SYN within a second (faster than any retransmission)",
+        50.0,
+    ),
+    nov(
+        "syn_repeats_out_ps",
+        Expr::Rate(&[REPEATS_OUT]),
+        "1/s",
+        "SYNs from the guest repeating a handshake's SYN within a second",
+        50.0,
+    ),
+    nov("udp_flows_in", Expr::Rate(&[UDP_FLOWS_IN]), "flows", "distinct UDP flows received per second", 50.0),
+    nov("udp_flows_out", Expr::Rate(&[UDP_FLOWS_OUT]), "flows", "distinct UDP flows sent per second", 50.0),
     f("flows_in", Expr::Rate(&[FLOWS_IN]), true, "flows", "distinct flows received per second"),
     f("flows_out", Expr::Rate(&[FLOWS_OUT]), true, "flows", "distinct flows sent per second"),
     f(

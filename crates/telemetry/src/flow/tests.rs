@@ -123,6 +123,13 @@ fn a_dropped_syn_retransmitted_still_completes() {
     }
     assert_eq!((counter(&a, "syn_in"), counter(&a, "handshakes_in"), counter(&a, "handshakes_failed_in")), (3, 1, 0));
     assert_eq!(counter(&a, "handshakes_new_in"), 1, "three SYNs, one handshake");
+    assert_eq!(counter(&a, "syn_repeats_in"), 0, "retransmissions a round or more apart");
+    // A flood reusing one connection's ports: repeats within the round.
+    for _ in 0..100 {
+        a.observe(Direction::In, &tcp([10, 0, 200, 9], 4444, GUEST, 80, "S", &[]));
+    }
+    a.end_round();
+    assert_eq!((counter(&a, "syn_repeats_in"), counter(&a, "handshakes_new_in")), (99, 2));
 }
 
 #[test]
@@ -170,6 +177,8 @@ fn resets_udp_and_unreachables_by_direction() {
     a.observe(Direction::Out, &udp(GUEST, 53, CLIENT, 53));
     assert_eq!((counter(&a, "rst_out"), counter(&a, "rst_in")), (1, 0));
     assert_eq!((counter(&a, "udp_in"), counter(&a, "udp_out")), (1, 1));
+    a.end_round();
+    assert_eq!((counter(&a, "udp_flows_in"), counter(&a, "udp_flows_out")), (1, 1));
     assert_eq!((counter(&a, "icmp_unreach_out"), counter(&a, "icmp_unreach_in")), (1, 0));
     // An ARP frame is seen but not parsed.
     let mut arp = vec![0xffu8; 12];
