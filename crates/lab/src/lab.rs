@@ -75,8 +75,11 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
     };
     let xen_image = if spec.victims.contains(&VictimKind::Xen) {
         progress("Xen images");
-        let programs = spec.qemu.all_guest_programs();
-        let domu = xen_image::DomuContent { programs: &programs, tool };
+        let mut programs = spec.qemu.all_guest_programs();
+        programs.push(database::server_binary()?.to_string_lossy().into_owned());
+        let share = Path::new(database::SHARE_DIR);
+        let data_dirs = [share.join("english"), share.join("charsets")];
+        let domu = xen_image::DomuContent { programs: &programs, data_dirs: &data_dirs, tool };
         let image = xen_image::ensure(&spec.cache_dir, &spec.xen, &domu, progress)?;
         state.xen_image = Some(image.clone());
         state.save()?;
@@ -104,7 +107,7 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
         let accel = xen::choose_accel(&spec, image, &host.ns, progress)?;
         progress(&format!("booting Xen, dom0 and the domU ({}: {})", accel.accel.as_str(), accel.reason));
         let started = Instant::now();
-        let v = xen::start(state, host, image, &accel)?;
+        let v = xen::start(state, host, image, &accel, &db_template)?;
         state.other_pids.extend(&v.pids);
         state.save()?;
         booting_xen = Some((v, started));
@@ -157,9 +160,11 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
         wait_http(&v, &plan.client.ns, started + timeout)?;
         v.start_secs = started.elapsed().as_secs_f64();
         state.other_pids.retain(|p| !v.pids.contains(p));
+        let name = v.name.clone();
         state.victims.push(v);
         state.save()?;
-        // No database tier in the domU yet: its initramfs carries the qemu guest's tools without MariaDB.
+        // The domU's /data (a PV disk) was made with the database's files on it (`xen::start`).
+        start_database(state, &name, &Layout::under("/data"), Duration::from_secs(300), progress)?;
     }
     // Keep victims in the spec's order.
     state.victims.sort_by_key(|v| spec.victims.iter().position(|k| *k == v.kind));

@@ -45,6 +45,10 @@ if [ -n "$CTL" ] && [ -n "$CTLIP" ]; then
 fi
 echo "$COOKIES" > /proc/sys/net/ipv4/tcp_syncookies
 
+# The PV disk for file benchmarks and the database tier (ext4, made by the host).
+i=0; while [ ! -b /dev/xvda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+[ -b /dev/xvda ] && mount -t ext4 /dev/xvda /data
+
 mkdir -p /www
 echo "<html><body><h1>vmguard victim: xen</h1></body></html>" > /www/index.html
 httpd -p 80 -h /www

@@ -47,8 +47,9 @@ pub const DOM0_MODULES: [&str; 14] = [
     "bridge",
 ];
 
-/// The domU needs only its PV NIC (its console, hvc0, is built in).
-pub const DOMU_MODULES: [&str; 1] = ["xen_netfront"];
+/// The domU's PV NIC and PV disk (`/data`, ext4; crc32c_generic: ext4's checksum, a soft
+/// dependency modules.dep does not list); its console, hvc0, is built in.
+pub const DOMU_MODULES: [&str; 4] = ["xen_netfront", "xen_blkfront", "crc32c_generic", "ext4"];
 
 /// Packages of dom0's root besides debootstrap's minimal base: Xen's tools (xl, xenstored,
 /// xenconsoled, xentrace), busybox (nc for the domU's command channel), ip, ps.
@@ -97,9 +98,11 @@ struct RootManifest {
     build_secs: f64,
 }
 
-/// What the domU carries: the qemu guest's programs and the vmguard binary.
+/// What the domU carries: the qemu guest's programs (with the database tier's server) and data
+/// files, and the vmguard binary.
 pub struct DomuContent<'a> {
     pub programs: &'a [String],
+    pub data_dirs: &'a [PathBuf],
     pub tool: Option<&'a Path>,
 }
 
@@ -122,6 +125,7 @@ pub fn ensure(
 
     let busybox = crate::victim::busybox()?;
     let programs = image::resolve_programs(domu.programs)?;
+    let data_files = image::files_under(domu.data_dirs)?;
     let mut h = Sha256::new();
     let mut part = |b: &[u8]| {
         h.update((b.len() as u64).to_le_bytes());
@@ -140,7 +144,7 @@ pub fn ensure(
         part(p.as_bytes());
     }
     part(&image::file_digest(&busybox)?);
-    for p in &programs {
+    for p in programs.iter().chain(&data_files) {
         part(p.as_os_str().as_encoded_bytes());
         part(&image::file_digest(p)?);
     }
@@ -185,7 +189,7 @@ pub fn ensure(
         init: DOMU_INIT_SCRIPT,
         modules: &DOMU_MODULES,
         programs: &programs,
-        data_files: &[],
+        data_files: &data_files,
         tool: stripped.as_deref(),
     };
     let domu_bytes =

@@ -1,8 +1,9 @@
 //! Live test of the Xen victim (own prefix `vmgx`, own network 10.221.0.0/16): `lab up` with the
 //! vanilla and xen victims boots Xen 4.17, a PV dom0 and a PV domU inside qemu; the domU answers HTTP
 //! from the client namespace on its lab address; `lab exec xen -- uname -a` runs in the domU (and
-//! `lab exec xen-dom0` in dom0); `lab status` shows both domains; `lab down` leaves no qemu, tap,
-//! namespace or run file behind, also after a `lab up` killed while Xen boots.
+//! `lab exec xen-dom0` in dom0); the domU's /data (a PV disk) carries its MariaDB tier; `lab status`
+//! shows both domains; `lab down` leaves no qemu, tap, namespace or run file behind, also after a
+//! `lab up` killed while Xen boots.
 //!
 //! Needs root, qemu, debootstrap and apt's Debian mirror (the images are built once and cached: a
 //! cold build takes minutes, mostly debootstrap). A missing prerequisite fails it with `NOT RUN: ...`.
@@ -69,7 +70,7 @@ fn leftovers(run_dir: &str) -> Vec<String> {
     left.extend(
         mounts.lines().filter(|l| l.contains(run_dir) || l.contains("/building-xen")).map(|l| format!("mount {l}")),
     );
-    for f in ["dom0-root.qcow2", "config.img", "ctl.sock", "qmp.sock"] {
+    for f in ["dom0-root.qcow2", "config.img", "data.img", "ctl.sock", "qmp.sock"] {
         let path = format!("{run_dir}/xen/{f}");
         if std::path::Path::new(&path).exists() {
             left.push(format!("file {path}"));
@@ -121,6 +122,10 @@ fn xen_victim_boots_serves_http_runs_commands_and_leaves_nothing() {
     assert!(addr.contains("10.221.13.2/24"), "{addr}");
     let e = lab.fails(&["lab", "exec", "xen", "--", "sh", "-c", "echo out; exit 3"]);
     assert!(e.contains("status 3"), "{e}");
+    // The domU's /data is its PV disk (blkback in dom0), with the database tier's files and server.
+    let mounts = lab.ok(&["lab", "exec", "xen", "--", "cat", "/proc/mounts"]);
+    assert!(mounts.contains("/dev/xvda /data ext4"), "{mounts}");
+    assert!(xen["database"]["pid"].as_u64().is_some(), "the domU's MariaDB tier: {xen}");
     let xl = lab.ok(&["lab", "exec", "xen-dom0", "--", "xl", "list"]);
     assert!(xl.contains("Domain-0") && xl.contains("vmguard-domu"), "{xl}");
     let text = lab.ok(&["lab", "status"]);

@@ -67,7 +67,11 @@ ip addr add "$CTL_DOM0_IP" dev vmgctl
 ip link set vmgctl up
 echo "VMGUARD_DOM0_UP uptime=$(up) nic=$nic ctl=$ctl"
 
-xl create $CFG/domu.cfg > /var/log/xen/xl-create.log 2>&1 ||
+# The domU's /data disk (label vmguard-data), passed on whole through blkback.
+data=$(blkid -L vmguard-data 2>/dev/null || busybox findfs LABEL=vmguard-data 2>/dev/null)
+[ -n "$data" ] || fail "no data disk (label vmguard-data) for the domU"
+xl create $CFG/domu.cfg "disk=['format=raw,vdev=xvda,access=rw,backendtype=phy,script=$CFG/block-data,target=$data']" \
+  > /var/log/xen/xl-create.log 2>&1 ||
   fail "xl create: $(tail -n 5 /var/log/xen/xl-create.log | tr '\n' ' ')"
 log=/var/log/xen/guest-$DOMU_NAME.log
 i=0

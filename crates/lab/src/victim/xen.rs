@@ -32,6 +32,8 @@ use crate::xen_image::XenImage;
 
 /// dom0's PID-1 script, placed on each lab's config disk.
 pub const DOM0_INIT_SCRIPT: &str = include_str!("xen-dom0-init.sh");
+/// The block hotplug script for the domU's /data disk (config disk too).
+pub const BLOCK_SCRIPT: &str = include_str!("xen-block-data.sh");
 
 /// The domU's Xen domain name.
 pub const DOMU_NAME: &str = "vmguard-domu";
@@ -166,6 +168,9 @@ impl Params {
         a.push(format!("file={},format=qcow2,if=virtio", files.overlay.display()));
         a.push("-drive".into());
         a.push(format!("file={},format=raw,if=virtio,readonly=on", files.config_disk.display()));
+        // The domU's /data: dom0 passes it on as the domU's PV disk (blkback).
+        a.push("-drive".into());
+        a.push(format!("file={},format=raw,if=virtio,cache=none,aio=threads", files.data_disk.display()));
         a.push("-netdev".into());
         a.push(format!("tap,id=n0,ifname={},script=no,downscript=no", files.tap));
         a.push("-device".into());
@@ -186,6 +191,7 @@ impl Params {
 pub struct MachineFiles {
     pub overlay: PathBuf,
     pub config_disk: PathBuf,
+    pub data_disk: PathBuf,
     pub console: PathBuf,
     pub qmp: PathBuf,
     pub control: PathBuf,
@@ -197,6 +203,7 @@ impl MachineFiles {
         MachineFiles {
             overlay: dir.join("dom0-root.qcow2"),
             config_disk: dir.join("config.img"),
+            data_disk: dir.join("data.img"),
             console: dir.join("console.log"),
             qmp: dir.join("qmp.sock"),
             control: dir.join("ctl.sock"),
@@ -298,7 +305,16 @@ fn probe_kvm(spec: &LabSpec, image: &XenImage, ns: &str) -> Result<ProbeResult, 
 }
 
 /// Make the lab's disks and start qemu; [`wait_booted`] waits for dom0 and the domU.
-pub fn start(state: &LabState, host: &Host, image: &XenImage, accel: &ProbeResult) -> Result<VictimState, LabError> {
+///
+/// The domU's `/data` disk is made with the database tier's data directory (`db_template`) on it, as
+/// the qemu guest's is.
+pub fn start(
+    state: &LabState,
+    host: &Host,
+    image: &XenImage,
+    accel: &ProbeResult,
+    db_template: &Path,
+) -> Result<VictimState, LabError> {
     let spec = &state.spec;
     let dir = LabState::dir(spec).join("xen");
     std::fs::create_dir_all(&dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
@@ -312,6 +328,20 @@ pub fn start(state: &LabState, host: &Host, image: &XenImage, accel: &ProbeResul
         .arg(&files.overlay)
         .run()?;
     write_config_disk(&dir, &files.config_disk, &params, image)?;
+    Cmd::new("qemu-img")
+        .args(["create", "-q", "-f", "raw"])
+        .arg(&files.data_disk)
+        .arg(format!("{}M", spec.qemu.disk_mib))
+        .run()?;
+    let disk_root = dir.join("data-root");
+    crate::database::place(db_template, &disk_root.join(crate::database::DIR_NAME))?;
+    let made = Cmd::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "vmguard-data", "-d"])
+        .arg(&disk_root)
+        .arg(&files.data_disk)
+        .run();
+    let _ = std::fs::remove_dir_all(&disk_root);
+    made?;
     let log = dir.join("qemu.log");
     let _ = std::fs::remove_file(&files.console);
     let pid = Cmd::new(super::qemu::qemu_binary()?)
@@ -347,6 +377,12 @@ fn write_config_disk(dir: &Path, disk: &Path, params: &Params, image: &XenImage)
         std::fs::write(staging.join(name), data).map_err(|e| LabError::io(format!("writing {name}"), e))
     };
     write("dom0-init.sh", DOM0_INIT_SCRIPT.as_bytes())?;
+    write("block-data", BLOCK_SCRIPT.as_bytes())?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(staging.join("block-data"), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| LabError::io("making block-data executable", e))?;
+    }
     write("params", params.params_file().as_bytes())?;
     write("domu.cfg", params.domu_config().as_bytes())?;
     let mut bytes = 0;
@@ -586,6 +622,7 @@ mod tests {
         assert_eq!(after("-netdev"), "tap,id=n0,ifname=vmgx-xtap0,script=no,downscript=no");
         assert!(args.contains(&"file=/run/lab/xen/dom0-root.qcow2,format=qcow2,if=virtio".to_string()));
         assert!(args.contains(&"file=/run/lab/xen/config.img,format=raw,if=virtio,readonly=on".to_string()));
+        assert!(args.contains(&"file=/run/lab/xen/data.img,format=raw,if=virtio,cache=none,aio=threads".to_string()));
         assert!(args.contains(&"virtserialport,chardev=ctl,name=vmguard.ctl".to_string()));
         let kvm = p.qemu_args(Accel::Kvm, &image(), &files);
         assert!(kvm.windows(2).any(|w| w == ["-accel", "kvm"]) && kvm.windows(2).any(|w| w == ["-cpu", "host"]));
@@ -622,6 +659,10 @@ mod tests {
         let out = Cmd::new("sh").arg("-n").stdin(relay.as_str()).run_unchecked().unwrap();
         assert!(out.status.success(), "{}: {relay}", out.stderr);
         assert!(relay.contains("timeout 30 busybox nc 169.254.77.2 7000"));
+        for (name, s) in [("dom0 init", DOM0_INIT_SCRIPT), ("block-data", BLOCK_SCRIPT)] {
+            let out = Cmd::new("sh").arg("-n").stdin(s).run_unchecked().unwrap();
+            assert!(out.status.success() && s.starts_with("#!/bin/sh\n"), "{name}: {}", out.stderr);
+        }
         use base64::Engine as _;
         let body = relay.lines().next().unwrap().strip_prefix("body='").unwrap().strip_suffix('\'').unwrap();
         assert_eq!(base64::engine::general_purpose::STANDARD.decode(body).unwrap(), script.as_bytes());
