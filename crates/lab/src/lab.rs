@@ -133,6 +133,7 @@ fn build(state: &mut LabState, tool: Option<&Path>, progress: &dyn Fn(&str)) -> 
             }
             VictimKind::Qemu | VictimKind::Xen => continue,
         };
+        v.link_peer = Some((host.gw_ifname.clone(), plan.gateway_ns.clone()));
         wait_http(&v, &plan.client.ns, Instant::now() + Duration::from_secs(20))?;
         v.start_secs = started.elapsed().as_secs_f64();
         let name = v.name.clone();

@@ -50,6 +50,11 @@ pub struct VictimState {
     /// The victim's database tier (MariaDB), once started.
     #[serde(default)]
     pub database: Option<crate::database::DatabaseTier>,
+    /// The gateway's end of the victim's veth and the gateway's namespace (vanilla, container): the
+    /// host side of their link, which telemetry reads. A frame the guest sends with qdisc bypass
+    /// (trafgen, AF_XDP) is invisible to packet taps on the guest's own end, never on the peer's.
+    #[serde(default)]
+    pub link_peer: Option<(String, String)>,
     /// The Xen machine (xen only): image, domU, dom0's and the domU's boot times.
     #[serde(default)]
     pub xen: Option<crate::victim::xen::XenInfo>,
@@ -76,25 +81,35 @@ impl VictimState {
             log,
             start_secs: 0.0,
             database: None,
+            link_peer: None,
             xen: None,
         }
     }
 }
 
 impl VictimState {
+    /// The victim's link as telemetry reads it: the gateway's end of its veth when known (vanilla,
+    /// container), else the host-side interface it was started with (the qemu guest's tap); a lab
+    /// recorded before `link_peer` existed reads the vanilla and container victims' own end, from the
+    /// guest's side.
+    pub fn link(&self) -> telemetry::Iface {
+        match &self.link_peer {
+            Some((iface, ns)) => telemetry::Iface::host_side(iface.clone(), Some(ns.clone())),
+            None => telemetry::Iface {
+                name: self.host_iface.clone(),
+                netns: Some(self.host_iface_ns.clone()),
+                guest_side: matches!(self.kind, VictimKind::Vanilla | VictimKind::Container),
+            },
+        }
+    }
+
     /// The victim as the telemetry sources see it: the one mapping from the lab to telemetry.
     pub fn guest_info(&self) -> telemetry::GuestInfo {
         telemetry::GuestInfo {
             netns: Some(self.ns.clone()),
             pid: self.pids.first().copied(),
             qmp_socket: self.qmp_socket.clone(),
-            iface: Some(telemetry::Iface {
-                name: self.host_iface.clone(),
-                netns: Some(self.host_iface_ns.clone()),
-                // The vanilla victim and the container own their namespace, so their link is read from
-                // the guest's side (its eth0); the qemu guest's tap is the host side of its link.
-                guest_side: matches!(self.kind, VictimKind::Vanilla | VictimKind::Container),
-            }),
+            iface: Some(self.link()),
             // telemetry wants it relative to the hierarchy root.
             cgroup: self.cgroup.as_ref().map(|c| c.trim_start_matches('/').to_string()),
             ..telemetry::GuestInfo::new(self.name.clone(), self.kind)
@@ -203,12 +218,17 @@ mod tests {
             ifname: "vmg-van0".into(),
             gw_ifname: "vmg-gw-van".into(),
         };
-        // The vanilla victim and the container live in the namespace of their link's end: guest side.
+        // The vanilla victim and the container: the gateway's end of their veth, host side; without
+        // it (an older state file), their own end from the guest's side.
         for kind in [VictimKind::Vanilla, VictimKind::Container] {
-            let v = VictimState::new(kind, &host, vec![1], PathBuf::from("/dev/null"));
+            let mut v = VictimState::new(kind, &host, vec![1], PathBuf::from("/dev/null"));
             let iface = v.guest_info().iface.unwrap();
             assert!(iface.guest_side, "{kind:?}");
             assert_eq!((iface.name.as_str(), iface.netns.as_deref()), ("vmg-van0", Some("vmg-van")));
+            v.link_peer = Some(("vmg-gw-van".into(), "vmg-gw".into()));
+            let iface = v.guest_info().iface.unwrap();
+            assert!(!iface.guest_side, "{kind:?}");
+            assert_eq!((iface.name.as_str(), iface.netns.as_deref()), ("vmg-gw-van", Some("vmg-gw")));
         }
         // The qemu guest is behind its tap: the host side.
         let q = VictimState {
