@@ -157,8 +157,8 @@ pub enum Expr {
     Ratio(&'static [usize], &'static [usize]),
     /// Nanoseconds per second as CPU cores.
     Cores(usize),
-    /// `max(0, sum(a) - sum(b))` of rates: what is left of `a` once `b` is accounted for (handshakes
-    /// begun that did not complete).
+    /// `max(0, sum(a) - sum(b))` of rates (a counter may appear twice): what is left of `a` once `b`
+    /// is accounted for (handshakes begun that did not complete).
     Excess(&'static [usize], &'static [usize]),
     /// "Bare" packets/s of one direction: `pkts` small packets (mean size from `bytes`) that got little
     /// data back (`answer_bytes` per packet): `pps * min(1, 200 / size) * min(1, 120 / answer)`. A flood
@@ -287,16 +287,18 @@ pub const FEATURES: [FeatureDef; 52] = [
     f("synack_out_ps", Expr::Rate(&[SYNACK_OUT]), true, "1/s", "SYN-ACKs the guest sends"),
     nov(
         "failed_handshakes_in_ps",
-        Expr::Excess(&[NEW_IN], &[HS_IN]),
+        // begun - completed - retried, where retried = SYNs - begun - repeats (a SYN of a known
+        // handshake a round or more after the last: a client waiting out a full listen queue).
+        Expr::Excess(&[NEW_IN, NEW_IN, REPEATS_IN], &[HS_IN, SYN_IN]),
         "1/s",
-        "handshakes others began with the guest, less those completed (a retransmitted SYN is the same one)",
+        "handshakes begun with the guest that neither completed nor were retried by their client",
         50.0,
     ),
     nov(
         "failed_handshakes_out_ps",
-        Expr::Excess(&[NEW_OUT], &[HS_OUT]),
+        Expr::Excess(&[NEW_OUT, NEW_OUT, REPEATS_OUT], &[HS_OUT, SYN_OUT]),
         "1/s",
-        "handshakes the guest began, less those completed",
+        "handshakes the guest began that neither completed nor were retried",
         50.0,
     ),
     f(
