@@ -33,10 +33,19 @@ pub struct QmpClient {
     line: String,
 }
 
+/// Connect within `timeout`. qemu's monitor serves one client at a time and leaves others in its listen
+/// backlog; once the backlog is full a plain `connect` blocks for as long as the other client stays (an
+/// agent and a recording watching the same guest), and with it the whole sampling round.
+fn connect_with_timeout(socket: &Path, timeout: std::time::Duration) -> std::io::Result<UnixStream> {
+    let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    s.connect_timeout(&socket2::SockAddr::unix(socket)?, timeout)?;
+    Ok(UnixStream::from(std::os::fd::OwnedFd::from(s)))
+}
+
 impl QmpClient {
     /// Connect, read the greeting and negotiate capabilities.
     pub fn connect(socket: &Path) -> Result<Self, TelemetryError> {
-        let stream = UnixStream::connect(socket)
+        let stream = connect_with_timeout(socket, QMP_TIMEOUT)
             .map_err(|source| TelemetryError::QmpConnect { socket: socket.to_path_buf(), source })?;
         let io = |source| TelemetryError::QmpIo { socket: socket.to_path_buf(), source };
         stream.set_read_timeout(Some(QMP_TIMEOUT)).map_err(io)?;
@@ -368,6 +377,21 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(format!("{FIXTURES}/{name}")).unwrap()
+    }
+
+    #[test]
+    fn a_monitor_busy_with_another_client_fails_the_connect_instead_of_hanging() {
+        let dir = tempfile::Builder::new().prefix("vmgt-qmp-busy-").tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        // A listener that never accepts, with the smallest backlog: filled by the first two clients.
+        let l = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        l.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+        l.listen(0).unwrap();
+        let _queued: Vec<_> = (0..2).filter_map(|_| connect_with_timeout(&path, QMP_TIMEOUT).ok()).collect();
+        let t = std::time::Instant::now();
+        let third = connect_with_timeout(&path, std::time::Duration::from_millis(300));
+        assert!(third.is_err(), "connected to a full backlog");
+        assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
     }
 
     #[test]
