@@ -60,6 +60,11 @@ impl<E: std::error::Error + Send + 'static> Job<E> {
 
 fn in_victim(state: &LabState, victim: &str, what: &str, script: String, grace: Duration) -> Result<(), WorkloadError> {
     let out = lab::victim::run_in(state, victim, &["sh".into(), "-c".into(), script], grace)?;
+    succeeded(what, &out)
+}
+
+/// A command's outcome inside a victim: an error with its output unless it exited 0.
+fn succeeded(what: &str, out: &lab::victim::VictimOutput) -> Result<(), WorkloadError> {
     if out.status != 0 {
         return Err(WorkloadError::InVictim {
             what: what.into(),
@@ -276,13 +281,5 @@ fn iperf3_from_victim(
     std::thread::sleep(Duration::from_millis(300));
     let r = lab::victim::run_in(state, victim, &argv, grace);
     let _ = exec::stop_pid(server, Duration::from_secs(2));
-    let out = r?;
-    if out.status != 0 {
-        return Err(WorkloadError::InVictim {
-            what: what.into(),
-            status: out.status,
-            output: out.output.trim().into(),
-        });
-    }
-    Ok(())
+    succeeded(what, &r?)
 }
