@@ -87,12 +87,12 @@ pub enum LaunchError {
     UnknownSender { from: String, victims: String },
     /// A victim that cannot send floods.
     #[error(
-        "flood source `{0}`: the vanilla victim is a bare server process; floods come from the attacker, a container or the qemu guest"
+        "flood source `{0}`: the vanilla victim is a bare server process; floods come from the attacker, a container, the qemu guest or the Xen domU"
     )]
     NotASender(String),
-    /// A peer tool the qemu guest's image does not have.
+    /// A peer tool a virtual machine's image (the qemu guest's, the Xen domU's) does not have.
     #[error(
-        "the qemu guest `{from}` has no {tool}: use hping3 or the vmguard zombie flood (tool = \"vmguard\") from it"
+        "the guest `{from}` has no {tool} in its image: use hping3 or the vmguard zombie flood (tool = \"vmguard\") from it"
     )]
     NotInGuest { from: String, tool: &'static str },
     /// A peer tool asked for an unlimited rate.
@@ -310,7 +310,7 @@ enum Engine {
 pub enum ToolSite {
     /// The host's binary in this network namespace (the attacker, vanilla, the container's).
     Netns(String),
-    /// Inside this qemu victim, over its command channel.
+    /// Inside this virtual machine (the qemu guest, the Xen domU), over its command channel.
     Guest(String),
 }
 
@@ -354,9 +354,10 @@ pub fn prepare(state: &LabState, plan: LabFlood) -> Result<PreparedFlood, Launch
             })?;
             let site = match sender.kind {
                 VictimKind::Vanilla | VictimKind::Container => ToolSite::Netns(sender.ns.clone()),
-                VictimKind::Qemu if tool.in_guest() => ToolSite::Guest(g.clone()),
-                VictimKind::Qemu => return Err(LaunchError::NotInGuest { from: g.clone(), tool: tool.as_str() }),
-                VictimKind::Xen => return Err(LaunchError::NotASender(g.clone())),
+                VictimKind::Qemu | VictimKind::Xen if tool.in_guest() => ToolSite::Guest(g.clone()),
+                VictimKind::Qemu | VictimKind::Xen => {
+                    return Err(LaunchError::NotInGuest { from: g.clone(), tool: tool.as_str() });
+                }
             };
             let command = tool_in(tool, &site, &checked, sender.address, &config)?;
             Engine::Tool { tool, site, command, bound: config.duration }
@@ -677,8 +678,9 @@ fn tool_in(
     if tool != FloodTool::Trafgen {
         return tool_command(tool, checked, own, config, nanos, None);
     }
-    let ToolSite::Netns(ns) = site else {
-        return Err(LaunchError::NotInGuest { from: "qemu".into(), tool: tool.as_str() });
+    let ns = match site {
+        ToolSite::Netns(ns) => ns,
+        ToolSite::Guest(g) => return Err(LaunchError::NotInGuest { from: g.clone(), tool: tool.as_str() }),
     };
     let link = trafgen_link(ns, checked.addr())?;
     // The path is filled in when the flood runs (the file lives as long as trafgen).
@@ -771,7 +773,8 @@ impl VictimProbe {
     fn take(state: &LabState, v: &VictimState) -> Result<VictimProbe, LaunchError> {
         let probe = |source| LaunchError::Probe { victim: v.name.clone(), source };
         let syn = match v.kind {
-            VictimKind::Qemu => {
+            // A machine's TCP counters are in its own kernel; the host's process is qemu.
+            k if k.has_own_kernel() => {
                 let argv = ["cat".to_string(), "/proc/net/netstat".to_string()];
                 let out = lab::victim::run_in(state, &v.name, &argv, Duration::from_secs(20))?;
                 telemetry::snmp::SynCounters::from_netstat(&out.output)

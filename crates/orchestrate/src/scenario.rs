@@ -489,12 +489,16 @@ impl Scenario {
                 {
                     return Err(field("flood.count", format!("{c} must be 1 to {}", flood::MAX_COUNT)));
                 }
-                // Victims are named by their kind: `qemu` is the guest, whose image has vmguard and hping3 only.
-                if from.guest() == Some("qemu") && !tool.in_guest() {
+                // Victims are named by their kind: `qemu` is the guest and `xen` the Xen domU, whose
+                // images have vmguard and hping3 only.
+                if let Some(g) = from.guest()
+                    && g.parse::<lab::VictimKind>().is_ok_and(|k| k.has_own_kernel())
+                    && !tool.in_guest()
+                {
                     return Err(field(
                         "flood.tool",
                         format!(
-                            "the qemu guest has no {tool}: use tool = \"hping3\" or \"vmguard\" (the vmguard zombie flood) from it"
+                            "the {g} guest has no {tool}: use tool = \"hping3\" or \"vmguard\" (the vmguard zombie flood) from it"
                         ),
                     ));
                 }
@@ -593,6 +597,38 @@ mod tests {
             let s = Scenario::load(&n, &dir).unwrap_or_else(|e| panic!("{n}: {e}"));
             assert_eq!(s.name, n, "scenario name matches its file");
         }
+    }
+
+    #[test]
+    fn the_seed004_xen_scenario_has_30_minutes_of_each_class_with_the_domu_as_zombie() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+        let s = Scenario::load("seed004-xen", &dir).unwrap();
+        let secs = |zombie: bool| -> u64 {
+            s.phases
+                .iter()
+                .filter(|p| (p.truth_of("xen") == Truth::AttackZombie) == zombie)
+                .map(|p| p.duration.as_secs())
+                .sum()
+        };
+        assert_eq!((secs(false), secs(true)), (1800, 1800), "benign and DoS seconds at --time-scale 1");
+        assert_eq!(s.duration(0.05).as_secs(), 180, "the short version");
+        let kinds: std::collections::HashSet<FloodKind> =
+            s.phases.iter().flat_map(|p| &p.floods).map(|f| f.kind).collect();
+        assert!(kinds.contains(&FloodKind::Syn) && kinds.len() >= 3, "SYN and other kinds: {kinds:?}");
+        for p in &s.phases {
+            // The domU is only ever the zombie, never a target; the vanilla victim takes the floods.
+            assert!(p.floods.iter().all(|f| f.from.guest() == Some("xen") && f.target == "vanilla"), "{}", p.name);
+            assert_ne!(p.truth_of("xen"), Truth::AttackVictim, "{}", p.name);
+            // The domU's command channel runs one command at a time: one job inside it per phase.
+            let inside = p
+                .workloads
+                .iter()
+                .filter(|w| w.target == "xen" && !matches!(w.kind, WorkloadKind::Web | WorkloadKind::Connections))
+                .count()
+                + p.floods.len();
+            assert!(inside <= 1, "phase {} runs {inside} jobs inside the domU", p.name);
+        }
+        s.check_guests(&["vanilla", "xen"]).unwrap();
     }
 
     #[test]
@@ -698,6 +734,10 @@ flood = [
             ),
             (
                 phase("[[phase.flood]]\ntarget = \"vanilla\"\nrate = \"5\"\ntool = \"nping\"\nfrom = \"qemu\"\n"),
+                "flood.tool",
+            ),
+            (
+                phase("[[phase.flood]]\ntarget = \"vanilla\"\nrate = \"5\"\ntool = \"trafgen\"\nfrom = \"xen\"\n"),
                 "flood.tool",
             ),
             (phase("[[phase.workload]]\nkind = \"web\"\ntarget = \"qemu\"\nrate = \"5kpps\"\n"), "workload.rate"),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lab::{LabState, VictimKind};
+use lab::LabState;
 
 use crate::scenario::{Workload, WorkloadKind};
 
@@ -13,9 +13,9 @@ pub enum WorkloadError {
     #[error("no victim `{0}` in the lab")]
     NoVictim(String),
     #[error(
-        "bulk needs iperf3 in the victim's namespace, which the qemu guest's namespace lacks: use web, download or udp"
+        "bulk runs iperf3's server in the victim's namespace, which holds no server of a virtual machine's (the qemu guest, the Xen domU): use download or backup for bulk transfers to or from it, or web, udp"
     )]
-    BulkOnQemu,
+    BulkInGuest,
     #[error(transparent)]
     Exec(#[from] exec::ExecError),
     #[error(transparent)]
@@ -109,8 +109,8 @@ pub fn start(state: &LabState, w: &Workload, dur: Duration) -> Result<Job<Worklo
             Ok(())
         }),
         WorkloadKind::Bulk => {
-            if v.kind == VictimKind::Qemu {
-                return Err(WorkloadError::BulkOnQemu);
+            if v.kind.has_own_kernel() {
+                return Err(WorkloadError::BulkInGuest);
             }
             Job::spawn(what, move || {
                 let port = "5201";
@@ -171,7 +171,7 @@ pub fn start(state: &LabState, w: &Workload, dur: Duration) -> Result<Job<Worklo
             let bits = format!("{}", (pps * f64::from(len) * 8.0).round() as u64);
             let udp_args: Vec<String> =
                 ["-u", "-l", &len.to_string(), "-b", &bits, "-t", &secs.to_string()].map(String::from).to_vec();
-            if v.kind == VictimKind::Qemu {
+            if v.kind.has_own_kernel() {
                 // The guest runs the iperf3 client, the client host's server sends (-R) to it.
                 let port = client_port(5300);
                 let argv: Vec<String> = ["iperf3", "-c", &client_addr, "-p", &port, "-R"]

@@ -23,6 +23,13 @@ impl GuestKind {
     /// Every kind, in the order tables and reports list them.
     pub const ALL: [GuestKind; 4] = [GuestKind::Vanilla, GuestKind::Container, GuestKind::Qemu, GuestKind::Xen];
 
+    /// A virtual machine with a kernel of its own (the qemu guest, the Xen domU): its TCP counters,
+    /// sysctls and tools are inside it, reached over its command channel rather than in a host
+    /// namespace.
+    pub fn has_own_kernel(self) -> bool {
+        matches!(self, GuestKind::Qemu | GuestKind::Xen)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             GuestKind::Vanilla => "vanilla",

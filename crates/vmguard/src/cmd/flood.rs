@@ -14,11 +14,11 @@ use crate::output;
 
 #[derive(Debug, Args)]
 pub struct FloodArgs {
-    /// The victim to flood: its name (vanilla, container, qemu) or address. Nothing else is accepted.
+    /// The victim to flood: its name (vanilla, container, qemu, xen) or address. Nothing else is accepted.
     #[arg(long)]
     pub target: String,
     /// Where the flood comes from: `attacker` (the attacker host, over its shaped link) or a victim
-    /// (container, qemu) acting as a zombie.
+    /// (container, qemu, xen: the Xen domU) acting as a zombie.
     #[arg(long, default_value = "attacker")]
     pub from: Sender,
     /// syn, syn-closed, ack or udp.
