@@ -7,6 +7,7 @@ use crate::perf::KvmTracepoints;
 use crate::procfs::ProcessCpu;
 use crate::qmp::QmpStats;
 use crate::snmp::NetSnmp;
+use crate::xen::stream::XentraceStream;
 use crate::{GuestInfo, GuestKind, Sample, Source, SourceId, TelemetryError, unix_now_ns};
 
 /// A source that could not be built or failed in a round.
@@ -34,10 +35,11 @@ impl std::fmt::Display for SourceFailure {
 /// | snmp        | `pid`            | vanilla, container (own TCP)  |
 /// | cgroup      | `cgroup`         | all                           |
 /// | process     | `pid`            | all                           |
+/// | xentrace    | `xentrace_socket`| xen (the lab's Xen machine)   |
 ///
 /// Sources that cannot start (tracepoints without perf access) come back as failures beside the ones
-/// that did; Xen sources are built explicitly ([`crate::xen::xenperf::XenPerf`],
-/// [`crate::xen::xentrace::XentraceFile`]) since they watch the whole host.
+/// that did; the other Xen sources are built explicitly ([`crate::xen::xenperf::XenPerf`],
+/// [`crate::xen::stream::XentraceFile`]) since they watch the whole host.
 pub fn sources_for(guest: &GuestInfo) -> (Vec<Box<dyn Source>>, Vec<SourceFailure>) {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     let mut failures = Vec::new();
@@ -52,6 +54,9 @@ pub fn sources_for(guest: &GuestInfo) -> (Vec<Box<dyn Source>>, Vec<SourceFailur
                 Err(error) => failures.push(SourceFailure { guest: name.into(), source: SourceId::Tracepoint, error }),
             }
         }
+    }
+    if let (Some(sock), GuestKind::Xen) = (&guest.xentrace_socket, guest.kind) {
+        sources.push(Box::new(XentraceStream::new(name, sock, guest.xen_domid)));
     }
     if let Some(iface) = &guest.iface {
         sources.push(Box::new(NetDev::new(name, iface)));

@@ -55,6 +55,9 @@ pub enum TelemetryError {
     /// A xentrace file is malformed.
     #[error("xentrace data at byte {offset}: {detail}")]
     Xentrace { offset: u64, detail: String },
+    /// The live xentrace stream is not delivering.
+    #[error("xentrace stream {socket}: {detail}")]
+    XentraceStream { socket: PathBuf, detail: String },
     /// An external command (xenperf, mount) failed.
     #[cfg(feature = "sources")]
     #[error(transparent)]

@@ -96,6 +96,10 @@ pub struct GuestInfo {
     pub cgroup: Option<String>,
     /// The Xen domain id.
     pub xen_domid: Option<u32>,
+    /// The unix socket that streams xentrace records of the guest's Xen machine (the lab's Xen victim:
+    /// the host end of dom0's `vmguard.trace` port).
+    #[serde(default)]
+    pub xentrace_socket: Option<PathBuf>,
 }
 
 impl GuestInfo {
@@ -110,6 +114,7 @@ impl GuestInfo {
             iface: None,
             cgroup: None,
             xen_domid: None,
+            xentrace_socket: None,
         }
     }
 }

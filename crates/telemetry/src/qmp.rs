@@ -36,7 +36,7 @@ pub struct QmpClient {
 /// Connect within `timeout`. qemu's monitor serves one client at a time and leaves others in its listen
 /// backlog; once the backlog is full a plain `connect` blocks for as long as the other client stays (an
 /// agent and a recording watching the same guest), and with it the whole sampling round.
-fn connect_with_timeout(socket: &Path, timeout: std::time::Duration) -> std::io::Result<UnixStream> {
+pub(crate) fn connect_with_timeout(socket: &Path, timeout: std::time::Duration) -> std::io::Result<UnixStream> {
     let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
     s.connect_timeout(&socket2::SockAddr::unix(socket)?, timeout)?;
     Ok(UnixStream::from(std::os::fd::OwnedFd::from(s)))

@@ -117,3 +117,37 @@ fn matches_the_reference_parser_on_the_real_recording() {
         assert!(Attribution::direct(dom1, f) >= 20_000, "{f}");
     }
 }
+
+#[test]
+fn streamed_in_chunks_it_counts_as_the_whole_file_and_a_late_join_resynchronises() {
+    use telemetry::xen::xentrace::TraceParser;
+    let data = trace();
+    let whole = Attribution::of_trace(&data, None).unwrap();
+    // Chunks of odd, varying sizes (what a socket hands over), from a fixed pseudo-random sequence.
+    let mut p = TraceParser::new();
+    let (mut at, mut x) = (0usize, 12345u64);
+    while at < data.len() {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let n = ((x >> 33) as usize % 70_000 + 1).min(data.len() - at);
+        p.feed(&data[at..at + n]);
+        at += n;
+    }
+    assert!(p.finish().is_ok());
+    assert_eq!(p.attribution.counts(), whole.counts());
+    assert_eq!((p.stats().skipped_bytes, p.stats().resyncs, p.stats().windows), (0, 0, 995));
+    assert_eq!(p.attribution.records, whole.records);
+    assert_eq!(p.attribution.lost_records, 0, "the recording lost nothing (its 0x1f002 records are wrap padding)");
+
+    // Joined 10 MB in, in the middle of a record: bytes up to the next window are skipped, no
+    // resync is needed after that, and every later window is followed.
+    let start = 10_000_001;
+    let mut late = TraceParser::new();
+    late.feed(&data[start..]);
+    assert!(late.finish().is_ok());
+    let st = late.stats();
+    assert!(st.skipped_bytes > 0 && st.skipped_bytes < 400_000, "{st:?}");
+    assert_eq!(st.resyncs, 0, "{st:?}");
+    assert!(st.windows > 500 && st.windows < 995, "{st:?}");
+    let dom1 = &late.attribution.counts()[&Domain::Id(1)];
+    assert!(Attribution::direct(dom1, "event_channel_op") >= 20_000, "the flood came late in the recording");
+}

@@ -1,6 +1,9 @@
 //! Xen hypercall counts: the `xenperf` text formats (host-wide perf counters, including the per-hypercall
-//! array) and `xentrace` binary records with per-domain attribution of PV hypercalls.
+//! array), `xentrace` binary records with per-domain attribution of PV hypercalls, and the sources that
+//! stream or tail them ([`stream`]).
 
+#[cfg(feature = "sources")]
+pub mod stream;
 pub mod xenperf;
 pub mod xentrace;
 
