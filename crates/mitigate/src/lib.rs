@@ -1,7 +1,7 @@
 //! The SYN defences seed 000 names, applied to the lab's victims and taken away again exactly:
 //!
 //! - `syncookies`: SYN cookies on or off and the SYN backlog (the kernel's SYN cache) in the victim's
-//!   own kernel: its namespace (vanilla, container) or the guest (qemu);
+//!   own kernel: its namespace (vanilla, container) or the guest (the qemu guest, the Xen domU);
 //! - `synproxy`: nftables synproxy, on the gateway (protecting the victim behind it) or on the victim;
 //! - `syn-ratelimit`: a per-source SYN rate limit with an nftables dynamic set;
 //! - `ingress-filter`: BCP 38 on the gateway, `fib saddr . iif oif missing`: a packet whose source is
@@ -241,8 +241,8 @@ pub struct Applied {
     pub defence: Defence,
     pub victim: String,
     pub place: Place,
-    /// The namespace whose nftables and sysctls it changed (for the qemu guest's own sysctls, the
-    /// guest itself: `None`).
+    /// The namespace whose nftables and sysctls it changed (for the sysctls of a machine's own
+    /// kernel, the qemu guest's or the Xen domU's: `None`).
     pub ns: Option<String>,
     /// The nftables table it added, if any.
     pub table: Option<String>,
@@ -305,16 +305,17 @@ pub fn check(kind: DefenceKind, victim: VictimKind, place: Place) -> Result<(), 
         (DefenceKind::IngressFilter, Place::Victim, _) => Err(refused(
             "ingress-filter (BCP 38) filters at the edge, where packets enter from other networks: use --at gateway (the default)",
         )),
-        (DefenceKind::Synproxy | DefenceKind::SynRatelimit, Place::Victim, VictimKind::Qemu) => Err(refused(format!(
-            "the qemu guest has no nftables (its userland is busybox): apply {kind} with --at gateway, which protects the guest behind it"
-        ))),
+        (DefenceKind::Synproxy | DefenceKind::SynRatelimit, Place::Victim, VictimKind::Qemu | VictimKind::Xen) => {
+            Err(refused(format!(
+                "the {victim} guest has no nftables (its userland is busybox): apply {kind} with --at gateway, which protects the guest behind it"
+            )))
+        }
         (DefenceKind::Coalesce, Place::Gateway, VictimKind::Qemu) => Err(refused(
             "coalesce runs in the qemu victim's vhost-user backend, not on the gateway: use --at victim (the default)",
         )),
         (DefenceKind::Coalesce, _, other) if other != VictimKind::Qemu => Err(refused(format!(
             "coalesce changes how a hypervisor notifies a guest of received packets: it applies to the qemu victim only, not to {other}"
         ))),
-        (_, _, VictimKind::Xen) => Err(refused("the xen victim is not built yet")),
         _ => Ok(()),
     }
 }
@@ -392,7 +393,8 @@ pub fn apply(
     }
     let ns = match place {
         Place::Gateway => Some(state.plan.gateway_ns.clone()),
-        Place::Victim if v.kind == VictimKind::Qemu => None,
+        // A machine's own kernel: its sysctls are set inside it, over its command channel.
+        Place::Victim if v.kind.has_own_kernel() => None,
         Place::Victim => Some(v.ns.clone()),
     };
     let mut rec = Applied {
@@ -492,7 +494,8 @@ fn undo_sysctls(state: &LabState, v: &lab::VictimState, rec: &Applied) {
     }
 }
 
-/// Write a sysctl in namespace `ns` (or, for `None`, in the qemu guest) and return its old value.
+/// Write a sysctl in namespace `ns` (or, for `None`, inside the machine: the qemu guest, the Xen
+/// domU) and return its old value.
 fn write_sysctl(
     state: &LabState,
     v: &lab::VictimState,
@@ -605,9 +608,21 @@ mod tests {
                 check(kind, victim, Place::Victim).unwrap();
                 check(kind, victim, Place::Gateway).unwrap();
             }
-            check(kind, VictimKind::Qemu, Place::Gateway).unwrap();
+            // The gateway protects any victim behind it; a machine's busybox has no nftables.
+            for machine in [VictimKind::Qemu, VictimKind::Xen] {
+                check(kind, machine, Place::Gateway).unwrap();
+                let e = check(kind, machine, Place::Victim).unwrap_err().to_string();
+                assert!(
+                    e.contains(&format!("the {machine} guest has no nftables")) && e.contains("--at gateway"),
+                    "{e}"
+                );
+            }
         }
+        check(DefenceKind::IngressFilter, VictimKind::Xen, Place::Gateway).unwrap();
         check(DefenceKind::Syncookies, VictimKind::Qemu, Place::Victim).unwrap();
+        check(DefenceKind::Syncookies, VictimKind::Xen, Place::Victim).unwrap();
+        let e = check(DefenceKind::Coalesce, VictimKind::Xen, Place::Victim).unwrap_err().to_string();
+        assert!(e.contains("qemu victim only"), "{e}");
         check(DefenceKind::Coalesce, VictimKind::Qemu, Place::Victim).unwrap();
     }
 

@@ -20,7 +20,7 @@ pub enum MitigateCommand {
 pub struct Target {
     /// syncookies, synproxy, syn-ratelimit, ingress-filter or coalesce.
     pub defence: DefenceKind,
-    /// The victim it protects (vanilla, container, qemu).
+    /// The victim it protects (vanilla, container, qemu, xen).
     #[arg(long)]
     pub victim: String,
     /// Where it runs: `gateway` (in front of the victim) or `victim` (its own kernel). Default:
