@@ -214,9 +214,13 @@ pub fn start(state: &LabState, w: &Workload, dur: Duration) -> Result<Job<Worklo
             let files = w.files;
             let port = client_port(5500);
             Job::spawn(what.clone(), move || {
-                // The client host's sink: busybox nc (its stdin held open, or it stops reading) until
-                // just after the phase; exec's timeout kills its process group if it hangs.
-                let sink_secs = secs + 1;
+                // The client host's sink: busybox nc, its stdin held open by a sleep writing to a
+                // FIFO (at EOF on stdin it stops reading after 1 KiB). It ends when the victim closes
+                // its end (nc -l then exits at once; the sleep is ended by its PID), at the latest
+                // `SINK_SLACK_SECS` after the phase: the victim's script starts that much later at
+                // most (the Xen domU's relay and its many small files), and its loop runs `secs`
+                // from its own start. exec's timeout kills the process group if all of it hangs.
+                let sink_secs = secs + SINK_SLACK_SECS;
                 let sink = exec::Cmd::new("timeout")
                     .args([
                         "-s".to_string(),
@@ -224,7 +228,10 @@ pub fn start(state: &LabState, w: &Workload, dur: Duration) -> Result<Job<Worklo
                         sink_secs.to_string(),
                         "sh".into(),
                         "-c".into(),
-                        format!("sleep {sink_secs} | busybox nc -l -p {port} > /dev/null"),
+                        format!(
+                            "d=$(mktemp -d); mkfifo $d/f; sleep {sink_secs} > $d/f & s=$!; \
+                             busybox nc -l -p {port} > /dev/null < $d/f; st=$?; kill $s 2>/dev/null; rm -rf $d; exit $st"
+                        ),
                     ])
                     .netns(client)
                     .timeout(grace);
@@ -255,6 +262,10 @@ pub fn start(state: &LabState, w: &Workload, dur: Duration) -> Result<Job<Worklo
         }
     })
 }
+
+/// How much longer than its phase a backup's sink on the client host waits for the victim (below
+/// the 10 s of grace every workload command gets).
+const SINK_SLACK_SECS: u64 = 8;
 
 fn scratch_log() -> Result<tempfile::TempPath, WorkloadError> {
     Ok(tempfile::Builder::new()
