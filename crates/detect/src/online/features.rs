@@ -181,15 +181,25 @@ pub struct FeatureDef {
     /// is the smallest benign ceiling (in the feature's unit) the check compares against, so a baseline
     /// that never saw any of it does not alarm on a handful.
     pub novelty_floor: Option<f64>,
+    /// Flood shape: a rate of what only unsolicited traffic makes (handshakes that fail, refusals,
+    /// repeated SYNs, a spread of UDP flows), not of how much traffic there is. A window alarms only
+    /// if one of these is above its benign ceiling (the shape gate, [`crate::online::Novelty`]).
+    pub shape: bool,
 }
 
 const fn f(name: &'static str, expr: Expr, log: bool, unit: &'static str, help: &'static str) -> FeatureDef {
-    FeatureDef { name, expr, log, unit, help, novelty_floor: None }
+    FeatureDef { name, expr, log, unit, help, novelty_floor: None, shape: false }
 }
 
-/// A feature the benign-only novelty check also watches (see [`FeatureDef::novelty_floor`]).
+/// A flood-shape feature the benign-only novelty check watches (see [`FeatureDef::novelty_floor`]).
 const fn nov(name: &'static str, expr: Expr, unit: &'static str, help: &'static str, floor: f64) -> FeatureDef {
-    FeatureDef { name, expr, log: true, unit, help, novelty_floor: Some(floor) }
+    FeatureDef { name, expr, log: true, unit, help, novelty_floor: Some(floor), shape: true }
+}
+
+/// A volume feature the novelty check watches (small packets that got little back): a flood of any
+/// kind makes them, but so does a fast benign stream of small datagrams, so it is not flood shape.
+const fn nov_volume(name: &'static str, expr: Expr, unit: &'static str, help: &'static str, floor: f64) -> FeatureDef {
+    FeatureDef { name, expr, log: true, unit, help, novelty_floor: Some(floor), shape: false }
 }
 
 /// Every Part B feature. Models pick the subset available for their kind of guest.
@@ -266,14 +276,14 @@ pub const FEATURES: [FeatureDef; 52] = [
         "bytes/packet",
         "bytes sent per packet received",
     ),
-    nov(
+    nov_volume(
         "bare_rx_pps",
         Expr::Bare { pkts: RX_PKTS, bytes: RX_BYTES, answer_bytes: TX_BYTES },
         "packets/s",
         "small packets received that got little data back",
         200.0,
     ),
-    nov(
+    nov_volume(
         "bare_tx_pps",
         Expr::Bare { pkts: TX_PKTS, bytes: TX_BYTES, answer_bytes: RX_BYTES },
         "packets/s",
@@ -361,8 +371,22 @@ pub const FEATURES: [FeatureDef; 52] = [
         "SYNs from the guest repeating a handshake's SYN within a second",
         50.0,
     ),
-    nov("udp_flows_in", Expr::Rate(&[UDP_FLOWS_IN]), "flows", "distinct UDP flows received per second", 50.0),
-    nov("udp_flows_out", Expr::Rate(&[UDP_FLOWS_OUT]), "flows", "distinct UDP flows sent per second", 50.0),
+    // UDP flows one way beyond those the other way: a service answering many clients (DNS) has as
+    // many flows out as in; a flood's datagrams get no UDP back.
+    nov(
+        "unanswered_udp_flows_in",
+        Expr::Excess(&[UDP_FLOWS_IN], &[UDP_FLOWS_OUT]),
+        "flows",
+        "distinct UDP flows received per second beyond those sent (unanswered)",
+        50.0,
+    ),
+    nov(
+        "unanswered_udp_flows_out",
+        Expr::Excess(&[UDP_FLOWS_OUT], &[UDP_FLOWS_IN]),
+        "flows",
+        "distinct UDP flows sent per second beyond those received (unanswered)",
+        50.0,
+    ),
     f("flows_in", Expr::Rate(&[FLOWS_IN]), true, "flows", "distinct flows received per second"),
     f("flows_out", Expr::Rate(&[FLOWS_OUT]), true, "flows", "distinct flows sent per second"),
     f(

@@ -255,6 +255,22 @@ impl Novelty {
         best
     }
 
+    /// The shape gate's ratio: the largest `(1 + value) / (1 + ceiling)` over the watched
+    /// flood-shape features ([`FeatureDef::shape`]) available in the window; `None` when none is (a
+    /// source without handshake accounting: the gate cannot judge, so it lets the window through).
+    pub fn shape(&self, raw: &[Option<f64>]) -> Option<f64> {
+        self.ratios(raw).filter(|&(i, _)| FEATURES[self.idx[i]].shape).map(|(_, r)| r).reduce(f64::max)
+    }
+
+    /// Whether the window may alarm: some flood-shape rate is above its benign ceiling, or no
+    /// shape feature is available. Volume alone (packets, bytes, CPU, small packets) never alarms:
+    /// a flash crowd, a bulk transfer or a fast stream of small datagrams moves every volume feature
+    /// a flood moves, and only a flood makes handshakes fail, refusals, repeated SYNs or a spread of
+    /// UDP flows.
+    pub fn shape_allows(&self, raw: &[Option<f64>]) -> bool {
+        self.shape(raw).is_none_or(|r| r > SHAPE_GATE)
+    }
+
     /// The evidence item of watched feature `i` (position in [`Novelty::features`]) at `ratio`: its
     /// value against its benign ceiling, contributing `ln(ratio)`.
     fn evidence(&self, i: usize, raw: &[Option<f64>], ratio: f64) -> Evidence {
@@ -269,6 +285,11 @@ impl Novelty {
         }
     }
 }
+
+/// A window alarms only if a flood-shape rate exceeds its benign ceiling by this factor
+/// ([`Novelty::shape_allows`]); the ceilings are floored ([`FeatureDef::novelty_floor`]), so a
+/// baseline that never saw any of it lets a flood of a few hundred packets a second through.
+pub const SHAPE_GATE: f64 = 1.0;
 
 /// How a kind of guest is scored ([`DetectorModel::scorer_for`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -517,6 +538,8 @@ impl KindModel {
         let nov_alarm = which.is_some() && ratio >= factor;
         let nov_score = novelty_score(ratio, factor, self.threshold);
         let score = sup_score.max(nov_score);
+        let shaped = self.novelty.as_ref().is_none_or(|n| n.shape_allows(raw));
+        let (sup_alarm, nov_alarm) = (sup_alarm && shaped, nov_alarm && shaped);
         let attack_k = (1..self.classes.len()).max_by(|&a, &b| prob[a].total_cmp(&prob[b])).unwrap_or(0);
         let nov_feature = which.and_then(|i| self.novelty.as_ref().map(|n| n.features[i].as_str()));
         // Role: who started the traffic, when the flow source saw it; else the likelier attack class,
@@ -577,7 +600,7 @@ impl KindModel {
             return Verdict { score: 0.0, role, alarm: false, evidence: vec![], novelty: 0.0, by_novelty: false };
         };
         let (ratio, which) = n.ratio(raw);
-        let alarm = which.is_some() && ratio >= n.factor;
+        let alarm = which.is_some() && ratio >= n.factor && n.shape_allows(raw);
         let mut ev: Vec<Evidence> =
             n.ratios(raw).filter(|&(_, r)| r > 1.0).map(|(i, r)| n.evidence(i, raw, r)).collect();
         ev.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
@@ -852,6 +875,38 @@ mod tests {
         old.novelty = None;
         assert!(detector(vec![own, old.clone()]).scorer_for("qemu").is_none());
         assert!(!old.novelty_verdict(&raw(5000.0, 4800.0, 60.0, 60.0), 3).alarm);
+    }
+
+    #[test]
+    fn volume_alone_never_alarms() {
+        let m = KindModel::train("container", &data_with_novelty(), &TrainParams::default()).unwrap();
+        // A fast benign stream of small datagrams: a flooded guest's packet rates and sizes, but it
+        // refuses nothing. The supervised half scores it as a flood; the shape gate stops the alarm.
+        let stream = with(raw(5000.0, 4800.0, 60.0, 58.0), 2.0, 5000.0);
+        let v = m.verdict(&stream, 3);
+        assert!(v.score >= m.threshold && !v.alarm && !v.by_novelty, "{v:?}");
+        assert!(m.novelty.as_ref().unwrap().shape(&stream).unwrap() < SHAPE_GATE);
+        // Small packets far above anything benign, alone: volume still, no alarm from either half.
+        let small = with(raw(8.0, 5.0, 300.0, 200.0), 2.0, 90_000.0);
+        assert!(!m.verdict(&small, 3).alarm && !m.novelty_verdict(&small, 3).alarm);
+        // The same volume refusing what it gets: flood shape, an alarm.
+        let flood = with(raw(5000.0, 4800.0, 60.0, 58.0), 800.0, 5000.0);
+        assert!(m.verdict(&flood, 3).alarm);
+        // No shape feature recorded (a source without handshake accounting or refused counters): the
+        // gate cannot judge and lets the supervised half decide.
+        let bare = feature_index("bare_rx_pps").unwrap();
+        let no_shape: Vec<_> = data()
+            .into_iter()
+            .map(|(mut v, c)| {
+                v[bare] = Some(if c == Class::Victim { 5000.0 } else { 20.0 });
+                (v, c)
+            })
+            .collect();
+        let m = KindModel::train("container", &no_shape, &TrainParams::default()).unwrap();
+        let mut unknown = raw(5000.0, 4800.0, 60.0, 58.0);
+        unknown[bare] = Some(5000.0);
+        assert_eq!(m.novelty.as_ref().unwrap().shape(&unknown), None);
+        assert!(m.verdict(&unknown, 3).alarm);
     }
 
     #[test]
