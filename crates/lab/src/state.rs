@@ -112,6 +112,10 @@ impl VictimState {
             iface: Some(self.link()),
             // telemetry wants it relative to the hierarchy root.
             cgroup: self.cgroup.as_ref().map(|c| c.trim_start_matches('/').to_string()),
+            // The Xen machine: the domU's id and dom0's trace stream.
+            xen_domid: self.xen.as_ref().and_then(|x| x.domu_id),
+            xentrace_socket: self.xen.as_ref().and_then(|x| x.trace_socket.clone()),
+            xen_netdev_socket: self.xen.as_ref().and_then(|x| x.stats_socket.clone()),
             ..telemetry::GuestInfo::new(self.name.clone(), self.kind)
         }
     }

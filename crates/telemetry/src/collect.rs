@@ -56,7 +56,11 @@ pub fn sources_for(guest: &GuestInfo) -> (Vec<Box<dyn Source>>, Vec<SourceFailur
         }
     }
     if let (Some(sock), GuestKind::Xen) = (&guest.xentrace_socket, guest.kind) {
-        sources.push(Box::new(XentraceStream::new(name, sock, guest.xen_domid)));
+        let mut s = XentraceStream::new(name, sock, guest.xen_domid);
+        if let Some(net) = &guest.xen_netdev_socket {
+            s = s.with_netdev(net);
+        }
+        sources.push(Box::new(s));
     }
     if let Some(iface) = &guest.iface {
         sources.push(Box::new(NetDev::new(name, iface)));

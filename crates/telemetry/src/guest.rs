@@ -100,6 +100,10 @@ pub struct GuestInfo {
     /// the host end of dom0's `vmguard.trace` port).
     #[serde(default)]
     pub xentrace_socket: Option<PathBuf>,
+    /// The unix socket on which dom0 of that Xen machine writes its `/proc/net/dev` every second (the
+    /// domU's vif counters as netback sees them).
+    #[serde(default)]
+    pub xen_netdev_socket: Option<PathBuf>,
 }
 
 impl GuestInfo {
@@ -115,6 +119,7 @@ impl GuestInfo {
             cgroup: None,
             xen_domid: None,
             xentrace_socket: None,
+            xen_netdev_socket: None,
         }
     }
 }

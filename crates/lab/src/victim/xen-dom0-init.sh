@@ -53,6 +53,38 @@ xenstored --pid-file /run/xenstored.pid || fail "xenstored did not start"
 xen-init-dom0 > /var/log/xen/xen-init-dom0.log 2>&1 || fail "xen-init-dom0: $(tail -n 3 /var/log/xen/xen-init-dom0.log | tr '\n' ' ')"
 xenconsoled --log=guest --log-dir=/var/log/xen || fail "xenconsoled did not start"
 
+# Telemetry for the host: xentrace's records on vmguard.trace and our /proc/net/dev every second on
+# vmguard.stats. A write blocks while the host has no reader (Xen then drops records and reports how
+# many); the host resynchronises on whatever it gets. Both loops run for the life of dom0: a
+# xentrace that ends is started again (-D: without the stale records of a dead one's buffers).
+port() {
+  for d in /sys/class/virtio-ports/*; do
+    [ -f "$d/name" ] && [ "$(cat "$d/name")" = "$1" ] && echo "/dev/${d##*/}"
+  done
+}
+trace=$(port vmguard.trace)
+if [ -n "$trace" ]; then
+  (
+    while true; do
+      xentrace -D -e "$XENTRACE_MASK" -S "$XENTRACE_PAGES" "$trace" >> /var/log/xen/xentrace.log 2>&1
+      echo "xentrace ended (status $?) at $(up); starting it again" >> /var/log/xen/xentrace.log
+      sleep 1
+    done
+  ) < /dev/null &
+fi
+stats=$(port vmguard.stats)
+if [ -n "$stats" ]; then
+  (
+    while true; do
+      if exec 4> "$stats"; then
+        while { cat /proc/net/dev; echo "@@VMGUARD-NETDEV-END $(up)"; } >&4; do sleep 1; done
+        exec 4>&-
+      fi
+      sleep 1
+    done
+  ) < /dev/null > /dev/null 2>&1 &
+fi
+
 nic=""
 for d in /sys/class/net/*; do
   [ "$(cat "$d/address" 2>/dev/null)" = "$DOM0_MAC" ] && nic=${d##*/}

@@ -8,6 +8,14 @@
 //!                                  virtio-serial ──── dom0 ── vmgctl ── vif1.1 ══ domU eth (169.254.77.2)
 //! ```
 //!
+//! **Telemetry from dom0**: two more virtio-serial ports, each a unix socket in the run directory that
+//! telemetry connects to (recorded in [`XenInfo`]). On `vmguard.trace` dom0 runs xentrace for the life
+//! of dom0 (restarted if it ends) on the hypercall, HVM and scheduler classes ([`XENTRACE_MASK`]); the
+//! host parses the records into per-domain hypercall counts (`telemetry::xen::stream`). On
+//! `vmguard.stats` dom0 writes its `/proc/net/dev` every second: the domU's vif counters as netback
+//! sees them. Both block in dom0 while no reader is connected (Xen then drops trace records and says
+//! how many in its next `TRC_LOST_RECORDS`); a reader that connects late or again resynchronises.
+//!
 //! **Command channel** (`lab exec xen -- CMD`): the host talks to dom0 over a virtio-serial port with
 //! the qemu guest's protocol ([`super::qemu::guest_run`]), and dom0 relays a command for the domU
 //! over TCP to a busybox httpd CGI bound to the domU's address on `vmgctl`, a bridge that exists only
@@ -43,6 +51,12 @@ pub const CTL_DOMU_IP: &str = "169.254.77.2/24";
 pub const CTL_PORT: u16 = 7000;
 /// The name `lab exec` takes for dom0 itself (the victim `xen` is the domU).
 pub const DOM0_EXEC_NAME: &str = "xen-dom0";
+/// xentrace's event mask in dom0: the PV (hypercalls, multicall subcalls), HVM (VMMCALL of PVH guests)
+/// and scheduler (switches, for attribution) classes, every subclass. `TRC_LOST_RECORDS` needs no
+/// class: Xen writes it whenever it dropped records.
+pub const XENTRACE_MASK: &str = "0x002af000";
+/// Per-CPU trace buffer, in pages: one second of a busy domU's records under TCG with room to spare.
+pub const XENTRACE_BUFFER_PAGES: u32 = 256;
 
 const DOM0_UP: &str = "VMGUARD_DOM0_UP";
 const DOMU_UP: &str = "VMGUARD_DOMU_UP";
@@ -62,6 +76,14 @@ pub struct XenInfo {
     /// dom0's and the domU's MACs on the lab network.
     pub dom0_mac: String,
     pub domu_mac: String,
+    /// The domU's domain id (from dom0's up marker).
+    #[serde(default)]
+    pub domu_id: Option<u32>,
+    /// Host ends of dom0's xentrace stream and of its network counters.
+    #[serde(default)]
+    pub trace_socket: Option<PathBuf>,
+    #[serde(default)]
+    pub stats_socket: Option<PathBuf>,
 }
 
 /// The per-lab settings of a Xen machine: everything its generated files and command line say.
@@ -106,7 +128,7 @@ impl Params {
     /// `params`, sourced by dom0's init.
     pub fn params_file(&self) -> String {
         format!(
-            "DOM0_MAC={}\nDOMU_NAME={DOMU_NAME}\nCTL_DOM0_IP={CTL_DOM0_IP}\nDOMU_BOOT_SECS={}\n",
+            "DOM0_MAC={}\nDOMU_NAME={DOMU_NAME}\nCTL_DOM0_IP={CTL_DOM0_IP}\nDOMU_BOOT_SECS={}\nXENTRACE_MASK={XENTRACE_MASK}\nXENTRACE_PAGES={XENTRACE_BUFFER_PAGES}\n",
             self.dom0_mac, self.domu_boot_secs
         )
     }
@@ -182,6 +204,11 @@ impl Params {
         a.extend(["-device".into(), "virtio-serial-pci".into(), "-chardev".into()]);
         a.push(format!("socket,id=ctl,path={},server=on,wait=off", files.control.display()));
         a.extend(["-device".into(), "virtserialport,chardev=ctl,name=vmguard.ctl".into()]);
+        for (id, path, port) in [("trace", &files.trace, "vmguard.trace"), ("stats", &files.stats, "vmguard.stats")] {
+            a.push("-chardev".into());
+            a.push(format!("socket,id={id},path={},server=on,wait=off", path.display()));
+            a.extend(["-device".into(), format!("virtserialport,chardev={id},name={port}")]);
+        }
         a
     }
 }
@@ -195,6 +222,8 @@ pub struct MachineFiles {
     pub console: PathBuf,
     pub qmp: PathBuf,
     pub control: PathBuf,
+    pub trace: PathBuf,
+    pub stats: PathBuf,
     pub tap: String,
 }
 
@@ -207,6 +236,8 @@ impl MachineFiles {
             console: dir.join("console.log"),
             qmp: dir.join("qmp.sock"),
             control: dir.join("ctl.sock"),
+            trace: dir.join("trace.sock"),
+            stats: dir.join("stats.sock"),
             tap: tap.to_string(),
         }
     }
@@ -362,6 +393,9 @@ pub fn start(
             domu_up_secs: None,
             dom0_mac: params.dom0_mac.clone(),
             domu_mac: params.domu_mac.clone(),
+            domu_id: None,
+            trace_socket: Some(files.trace.clone()),
+            stats_socket: Some(files.stats.clone()),
         }),
         ..VictimState::new(VictimKind::Xen, host, vec![pid], files.console.clone())
     })
@@ -417,6 +451,8 @@ pub fn config_disk_mib(file_bytes: u64) -> u64 {
 pub struct BootProgress {
     pub dom0_up: bool,
     pub domu_up: bool,
+    /// The domU's domain id, as the up marker gives it.
+    pub domu_id: Option<u32>,
     pub failure: Option<String>,
 }
 
@@ -427,8 +463,9 @@ pub fn boot_progress(console: &str) -> BootProgress {
         if line.contains(DOM0_UP) {
             p.dom0_up = true;
         }
-        if line.contains(DOMU_UP) {
+        if let Some(i) = line.find(DOMU_UP) {
             p.domu_up = true;
+            p.domu_id = line[i..].split_whitespace().find_map(|w| w.strip_prefix("domid=")?.parse().ok());
         }
         if let Some(i) = line.find(FAIL) {
             p.failure.get_or_insert_with(|| line[i + FAIL.len()..].trim().to_string());
@@ -458,6 +495,7 @@ pub fn wait_booted(victim: &mut VictimState, started: Instant, timeout: Duration
             }
             if p.domu_up && info.domu_up_secs.is_none() {
                 info.domu_up_secs = Some(started.elapsed().as_secs_f64());
+                info.domu_id = p.domu_id;
             }
         }
         if let Some(reason) = p.failure {
@@ -624,6 +662,9 @@ mod tests {
         assert!(args.contains(&"file=/run/lab/xen/config.img,format=raw,if=virtio,readonly=on".to_string()));
         assert!(args.contains(&"file=/run/lab/xen/data.img,format=raw,if=virtio,cache=none,aio=threads".to_string()));
         assert!(args.contains(&"virtserialport,chardev=ctl,name=vmguard.ctl".to_string()));
+        assert!(args.contains(&"socket,id=trace,path=/run/lab/xen/trace.sock,server=on,wait=off".to_string()));
+        assert!(args.contains(&"virtserialport,chardev=trace,name=vmguard.trace".to_string()));
+        assert!(args.contains(&"virtserialport,chardev=stats,name=vmguard.stats".to_string()));
         let kvm = p.qemu_args(Accel::Kvm, &image(), &files);
         assert!(kvm.windows(2).any(|w| w == ["-accel", "kvm"]) && kvm.windows(2).any(|w| w == ["-cpu", "host"]));
         // A comma in a module's path is doubled: qemu splits the modules at single commas.
@@ -641,6 +682,7 @@ mod tests {
         assert!(p.dom0_up && !p.domu_up && p.failure.is_none());
         let p = boot_progress("VMGUARD_DOM0_UP x\nVMGUARD_DOMU_UP uptime=20 domid=1\n");
         assert!(p.domu_up);
+        assert_eq!(p.domu_id, Some(1));
         let p = boot_progress("[  3.0] VMGUARD_XEN_FAIL xl create: bridge xenbr0 missing\r\nVMGUARD_XEN_FAIL later\n");
         assert_eq!(p.failure.as_deref(), Some("xl create: bridge xenbr0 missing"));
         assert!(boot_progress("(XEN) Panic on CPU 0:\n").failure.unwrap().contains("Xen panicked"));

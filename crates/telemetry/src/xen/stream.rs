@@ -18,6 +18,10 @@
 //! own count) and `trace.lost_reports`, `trace.unknown_domain` (hypercalls on a CPU whose domain was not
 //! yet known), `trace.other_domains` (hypercalls of the idle or other domains), `trace.stream_lost`.
 //!
+//! With dom0's network counters (a second socket, `/proc/net/dev` blocks every second): the domU's
+//! `vif<domid>.0` as netback counts it, `vif.rx_bytes`, `vif.rx_packets`, `vif.rx_drop` (from the domU)
+//! and `vif.tx_*` (to the domU), and `vif.stream_lost`.
+//!
 //! **A lost stream is not zeros**: while the socket is closed, or no byte came for [`STALL_AFTER`], the
 //! round emits only the health counters, counts a `trace.stream_lost`, logs a warning (once per loss) and
 //! fails, so the hypercall series has a gap, never a run of zeros. Dropped records are counted and
@@ -115,10 +119,65 @@ fn emit_all(emit: &mut Emit<'_>, parser: &TraceParser, domid: Option<u32>, hyper
     }
 }
 
-/// What the reader thread and the rounds share.
+/// What a reader thread feeds: the bytes of one connection, in order; `restart` when a new one begins.
+trait Sink: Default + Send + 'static {
+    fn restart(&mut self);
+    fn feed(&mut self, data: &[u8]);
+}
+
+impl Sink for TraceParser {
+    fn restart(&mut self) {
+        TraceParser::restart(self);
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        TraceParser::feed(self, data);
+    }
+}
+
+/// dom0's `/proc/net/dev` blocks, each ended by a marker line: the last whole one is kept.
 #[derive(Default)]
-struct State {
-    parser: TraceParser,
+struct NetdevBlocks {
+    line: Vec<u8>,
+    block: String,
+    last: Option<(String, Instant)>,
+}
+
+/// Longer lines and blocks are not dom0's `/proc/net/dev`: dropped, which bounds the state.
+const MAX_LINE: usize = 4096;
+const MAX_BLOCK: usize = 256 << 10;
+const NETDEV_END: &str = "@@VMGUARD-NETDEV-END";
+
+impl Sink for NetdevBlocks {
+    fn restart(&mut self) {
+        self.line.clear();
+        self.block.clear();
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        for &b in data {
+            if b != b'\n' {
+                if self.line.len() < MAX_LINE {
+                    self.line.push(b);
+                }
+                continue;
+            }
+            let line = String::from_utf8_lossy(&self.line).into_owned();
+            self.line.clear();
+            if line.starts_with(NETDEV_END) {
+                self.last = Some((std::mem::take(&mut self.block), Instant::now()));
+            } else if self.block.len() + line.len() < MAX_BLOCK {
+                self.block.push_str(&line);
+                self.block.push('\n');
+            }
+        }
+    }
+}
+
+/// One connection's state, shared by its reader thread and the rounds.
+#[derive(Default)]
+struct Link<S> {
+    sink: S,
     connected: bool,
     connects: u64,
     /// The last byte's arrival, and the last connect.
@@ -128,21 +187,21 @@ struct State {
     last_error: Option<String>,
 }
 
-struct Shared {
-    state: Mutex<State>,
+struct Shared<S> {
+    link: Mutex<Link<S>>,
     stop: AtomicBool,
 }
 
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+impl<S> Shared<S> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Link<S>> {
         // A panic in the other thread leaves counts that are still counts.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.link.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// The reader: connect, drain into the parser, reconnect after a close, until told to stop. Every wait
+/// The reader: connect, drain into the sink, reconnect after a close, until told to stop. Every wait
 /// is bounded, so it notices the stop flag within a second.
-fn read_stream(path: PathBuf, shared: Arc<Shared>) {
+fn read_stream<S: Sink>(path: PathBuf, shared: Arc<Shared<S>>) {
     let mut buf = vec![0u8; 64 << 10];
     while !shared.stop.load(Ordering::Relaxed) {
         match crate::qmp::connect_with_timeout(&path, CONNECT_TIMEOUT) {
@@ -151,7 +210,7 @@ fn read_stream(path: PathBuf, shared: Arc<Shared>) {
                 {
                     let mut st = shared.lock();
                     // A new connection need not continue where the last one stopped.
-                    st.parser.restart();
+                    st.sink.restart();
                     st.connected = true;
                     st.connects += 1;
                     st.connected_at = Some(Instant::now());
@@ -165,7 +224,7 @@ fn read_stream(path: PathBuf, shared: Arc<Shared>) {
                         Ok(0) => break "qemu closed the socket".to_string(),
                         Ok(n) => {
                             let mut st = shared.lock();
-                            st.parser.feed(&buf[..n]);
+                            st.sink.feed(&buf[..n]);
                             st.last_data = Some(Instant::now());
                         }
                         Err(e)
@@ -191,18 +250,94 @@ fn read_stream(path: PathBuf, shared: Arc<Shared>) {
     }
 }
 
-/// Hypercalls per domain from xentrace records streamed over a unix socket (module docs). A reader
-/// thread drains the socket as data comes, so a round only copies counts and never waits on the stream.
+/// A socket drained by a thread of its own, started at the first round and stopped on drop (not
+/// joined: it sees the flag within a second; a round never waits for it).
+struct Reader<S: Sink> {
+    path: PathBuf,
+    shared: Arc<Shared<S>>,
+    started: Option<Instant>,
+    /// Whether the last round found it lost, and how many losses there were.
+    lost_now: bool,
+    losses: u64,
+}
+
+/// How a stream is doing this round.
+struct Health {
+    live: bool,
+    lost: bool,
+    /// Why it is lost.
+    why: String,
+}
+
+impl<S: Sink> Reader<S> {
+    fn new(path: PathBuf) -> Self {
+        let shared = Arc::new(Shared { link: Mutex::new(Link::default()), stop: AtomicBool::new(false) });
+        Reader { path, shared, started: None, lost_now: false, losses: 0 }
+    }
+
+    fn start(&mut self, name: &str) -> Result<(), TelemetryError> {
+        if self.started.is_some() {
+            return Ok(());
+        }
+        let (path, shared) = (self.path.clone(), Arc::clone(&self.shared));
+        std::thread::Builder::new().name(name.into()).spawn(move || read_stream(path, shared)).map_err(|e| {
+            TelemetryError::XentraceStream {
+                socket: self.path.clone(),
+                detail: format!("cannot start its reader thread: {e}"),
+            }
+        })?;
+        self.started = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Live: connected and a byte within `stall`. Lost: not live, past the first `stall` after the
+    /// reader started (not connected yet or no byte yet is no loss then). Logs a loss once, and the
+    /// recovery.
+    fn health(&mut self, link: &Link<S>, stall: Duration, guest: &str, what: &str) -> Health {
+        let now = Instant::now();
+        let started = self.started.unwrap_or(now);
+        let quiet = now.duration_since(link.last_data.or(link.connected_at).unwrap_or(started).max(started));
+        let live = link.connected && quiet < stall;
+        let starting = link.last_data.is_none() && now.duration_since(started) < stall;
+        let lost = !live && !starting;
+        let why = if link.connected {
+            format!("no data for {:.1} s while connected (is it running in dom0?)", quiet.as_secs_f64())
+        } else {
+            match &link.last_error {
+                Some(e) => format!("not connected: {e} (is the Xen machine's qemu running?)"),
+                None => "not connected yet".into(),
+            }
+        };
+        if lost && !self.lost_now {
+            self.losses += 1;
+            tracing::warn!(
+                "guest {guest} {what} stream {}: lost: {why}; its counters are left out (not zeros) until it is back",
+                self.path.display()
+            );
+        } else if !lost && self.lost_now && live {
+            tracing::info!("guest {guest} {what} stream {}: receiving again", self.path.display());
+        }
+        self.lost_now = lost;
+        Health { live, lost, why }
+    }
+}
+
+impl<S: Sink> Drop for Reader<S> {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Hypercalls per domain from xentrace records streamed over a unix socket, and optionally the domU's
+/// vif counters from dom0's `/proc/net/dev` on a second one (module docs). Reader threads drain the
+/// sockets as data comes, so a round only copies counts and never waits on a stream.
 pub struct XentraceStream {
     guest: Arc<str>,
-    socket: PathBuf,
     domid: Option<u32>,
-    shared: Arc<Shared>,
-    reader_started: Option<Instant>,
+    trace: Reader<TraceParser>,
+    netdev: Option<Reader<NetdevBlocks>>,
     names: NameCache,
     stall_after: Duration,
-    stream_lost: u64,
-    lost_now: bool,
     /// Dropped records already logged.
     lost_logged: u64,
 }
@@ -212,45 +347,51 @@ impl XentraceStream {
     pub fn new(guest: &str, socket: impl Into<PathBuf>, domid: Option<u32>) -> Self {
         XentraceStream {
             guest: Arc::from(guest),
-            socket: socket.into(),
             domid,
-            shared: Arc::new(Shared { state: Mutex::new(State::default()), stop: AtomicBool::new(false) }),
-            reader_started: None,
+            trace: Reader::new(socket.into()),
+            netdev: None,
             names: NameCache::new(),
             stall_after: STALL_AFTER,
-            stream_lost: 0,
-            lost_now: false,
             lost_logged: 0,
         }
     }
 
-    /// Declare the stream lost after this long without a byte (default [`STALL_AFTER`]).
+    /// Also read dom0's `/proc/net/dev` blocks from this socket: the domU's `vif<domid>.0` counters
+    /// as `vif.rx_packets`, ... (netback's side: `rx` is what the domU sent).
+    pub fn with_netdev(mut self, socket: impl Into<PathBuf>) -> Self {
+        self.netdev = Some(Reader::new(socket.into()));
+        self
+    }
+
+    /// Declare a stream lost after this long without a byte (default [`STALL_AFTER`]).
     pub fn stall_after(mut self, d: Duration) -> Self {
         self.stall_after = d;
         self
     }
 
-    fn start_reader(&mut self) -> Result<(), TelemetryError> {
-        if self.reader_started.is_some() {
-            return Ok(());
+    /// The domU's vif counters from the last whole block, if that is recent; the vif is the domain's
+    /// first (`vif<domid>.0`), the domain as for the hypercalls.
+    fn vif(&mut self, domu: Option<u32>) -> (Option<[u64; 16]>, Option<Health>) {
+        let Some(r) = self.netdev.as_mut() else { return (None, None) };
+        if let Err(e) = r.start(&format!("xennet-{}", self.guest)) {
+            tracing::warn!("{e}");
+            return (None, None);
         }
-        let (path, shared) = (self.socket.clone(), Arc::clone(&self.shared));
-        std::thread::Builder::new()
-            .name(format!("xentrace-{}", self.guest))
-            .spawn(move || read_stream(path, shared))
-            .map_err(|e| TelemetryError::XentraceStream {
-            socket: self.socket.clone(),
-            detail: format!("cannot start its reader thread: {e}"),
-        })?;
-        self.reader_started = Some(Instant::now());
-        Ok(())
-    }
-}
-
-impl Drop for XentraceStream {
-    fn drop(&mut self) {
-        // Not joined: the reader sees the flag within a second and ends; a round never waits for it.
-        self.shared.stop.store(true, Ordering::Relaxed);
+        let shared = Arc::clone(&r.shared);
+        let link = shared.lock();
+        let h = r.health(&link, self.stall_after, &self.guest, "dom0 netdev");
+        let fresh = link.sink.last.as_ref().filter(|(_, at)| at.elapsed() < self.stall_after);
+        let vals = fresh.and_then(|(text, _)| {
+            let name = match domu {
+                Some(d) => format!("vif{d}.0"),
+                None => crate::netdev::parse_netdev(text)
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .find(|n| n.starts_with("vif") && n.ends_with(".0"))?,
+            };
+            crate::netdev::parse_netdev_iface(text, &name)
+        });
+        (vals.filter(|_| h.live), Some(h))
     }
 }
 
@@ -264,59 +405,42 @@ impl crate::Source for XentraceStream {
     }
 
     fn sample(&mut self, time_ns: i64, out: &mut Vec<Sample>) -> Result<(), TelemetryError> {
-        self.start_reader()?;
-        let now = Instant::now();
-        let started = self.reader_started.unwrap_or(now);
-        let shared = Arc::clone(&self.shared);
-        let st = shared.lock();
-        // Since the last byte, else since connecting, else since the reader started.
-        let quiet = now.duration_since(st.last_data.or(st.connected_at).unwrap_or(started).max(started));
-        let live = st.connected && quiet < self.stall_after;
-        // The first seconds: not yet connected or no byte yet is not a loss.
-        let starting = st.last_data.is_none() && now.duration_since(started) < self.stall_after;
-        let lost = !live && !starting;
-        let has_data = st.last_data.is_some();
-        if lost {
-            if !self.lost_now {
-                self.stream_lost += 1;
-                let why = if st.connected {
-                    format!("no data for {:.1} s while connected (is xentrace running in dom0?)", quiet.as_secs_f64())
-                } else {
-                    format!("not connected: {}", st.last_error.as_deref().unwrap_or("not yet"))
-                };
-                tracing::warn!(
-                    "guest {} xentrace stream {}: lost: {why}; its hypercall counts are left out (not zeros) until it is back",
-                    self.guest,
-                    self.socket.display()
-                );
-            }
-            self.lost_now = true;
-        } else if self.lost_now && live {
-            tracing::info!("guest {} xentrace stream {}: receiving again", self.guest, self.socket.display());
-            self.lost_now = false;
-        }
-        let lost_records = st.parser.attribution.lost_records;
+        self.trace.start(&format!("xentrace-{}", self.guest))?;
+        let shared = Arc::clone(&self.trace.shared);
+        let link = shared.lock();
+        let h = self.trace.health(&link, self.stall_after, &self.guest, "xentrace");
+        let lost_records = link.sink.attribution.lost_records;
         if lost_records > self.lost_logged {
             tracing::warn!(
-                "guest {} xentrace: Xen dropped {} trace records (full trace buffers: the reader was not draining, or dom0's xentrace fell behind; {} in all): hypercall counts of that time are too low",
+                "guest {} xentrace: Xen dropped {} trace records (full trace buffers: no reader was draining them, or dom0's xentrace fell behind; {} in all): hypercall counts of that time are too low",
                 self.guest,
                 lost_records - self.lost_logged,
                 lost_records
             );
             self.lost_logged = lost_records;
         }
+        let domu = guest_domain(link.sink.attribution.counts(), self.domid);
+        let (vif, vif_health) = self.vif(domu);
         let mut emit = Emit::new(out, &self.guest, SourceId::Xentrace, time_ns).with_names(&mut self.names);
-        emit.push("trace.connected", u64::from(st.connected), Kind::Gauge);
-        emit.push("trace.connects", st.connects, Kind::Counter);
-        emit.push("trace.stream_lost", self.stream_lost, Kind::Counter);
-        emit_all(&mut emit, &st.parser, self.domid, live && has_data);
-        if lost {
-            let detail = match (st.connected, st.last_error.as_deref()) {
-                (true, _) => format!("no data for {:.1} s (is xentrace running in dom0?)", quiet.as_secs_f64()),
-                (false, Some(e)) => format!("not connected: {e} (is the Xen machine's qemu running?)"),
-                (false, None) => "not connected yet".into(),
-            };
-            return Err(TelemetryError::XentraceStream { socket: self.socket.clone(), detail });
+        emit.push("trace.connected", u64::from(link.connected), Kind::Gauge);
+        emit.push("trace.connects", link.connects, Kind::Counter);
+        emit.push("trace.stream_lost", self.trace.losses, Kind::Counter);
+        emit_all(&mut emit, &link.sink, self.domid, h.live && link.last_data.is_some());
+        if let Some(r) = &self.netdev {
+            emit.push("vif.stream_lost", r.losses, Kind::Counter);
+        }
+        // Bytes, packets and drops each way.
+        for i in vif.map_or(&[][..], |_| &[0, 1, 3, 8, 9, 11]) {
+            let v = vif.map_or(0, |v| v[*i]);
+            emit.push_joined("vif.", "", crate::netdev::NETDEV_FIELDS[*i], v, Kind::Counter);
+        }
+        if h.lost {
+            return Err(TelemetryError::XentraceStream { socket: self.trace.path.clone(), detail: h.why });
+        }
+        if let (Some(r), Some(vh)) = (&self.netdev, vif_health)
+            && vh.lost
+        {
+            return Err(TelemetryError::XentraceStream { socket: r.path.clone(), detail: vh.why });
         }
         Ok(())
     }
@@ -477,6 +601,38 @@ mod tests {
         let (r, _) = wait(&mut src, "trace.stream_lost", 2);
         assert!(r.unwrap_err().to_string().contains("no data"));
         drop(conn);
+    }
+
+    #[test]
+    fn vif_counters_come_from_dom0s_netdev_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tpath, npath) = (dir.path().join("trace.sock"), dir.path().join("stats.sock"));
+        let (tl, nl) = (UnixListener::bind(&tpath).unwrap(), UnixListener::bind(&npath).unwrap());
+        let mut src = XentraceStream::new("xen", &tpath, Some(2)).with_netdev(&npath);
+        let mut out = Vec::new();
+        src.sample(1, &mut out).unwrap();
+        let (mut t, _) = tl.accept().unwrap();
+        let (mut n, _) = nl.accept().unwrap();
+        t.write_all(&trace(2, 1)).unwrap();
+        // Joined mid-block: the partial first block is not used.
+        n.write_all(b"  vif2.0: 9 9 0 9 0 0 0 0 9 9 0 9 0 0 0 0\n@@VMGUARD-NETDEV-END 1.0\n").unwrap();
+        let block = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls carrier compressed\n    lo: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\nvif2.0: 1000 10 0 2 0 0 0 0 5000 50 0 3 0 0 0 0\n@@VMGUARD-NETDEV-END 2.0\n";
+        n.write_all(block.as_bytes()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            out.clear();
+            let r = src.sample(2, &mut out);
+            if value(&out, "vif.tx_packets") == Some(50) {
+                assert!(r.is_ok(), "{r:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{out:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(value(&out, "vif.rx_bytes"), Some(1000));
+        assert_eq!(value(&out, "vif.rx_drop"), Some(2));
+        assert_eq!(value(&out, "vif.tx_drop"), Some(3));
+        assert_eq!(value(&out, "event_channel_op"), Some(1));
     }
 
     #[test]

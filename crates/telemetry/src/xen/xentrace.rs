@@ -346,6 +346,11 @@ impl TraceParser {
         self.stats
     }
 
+    /// Bytes held back between chunks (an unfinished record or header): always below [`MAX_RECORD`].
+    pub fn held_back(&self) -> usize {
+        self.carry_len
+    }
+
     /// The stream broke (a reconnect): what follows need not continue what came before. The bytes held
     /// back are skipped, and so is everything up to the next window header.
     pub fn restart(&mut self) {
