@@ -2,8 +2,10 @@
 //! vanilla and xen victims boots Xen 4.17, a PV dom0 and a PV domU inside qemu; the domU answers HTTP
 //! from the client namespace on its lab address; `lab exec xen -- uname -a` runs in the domU (and
 //! `lab exec xen-dom0` in dom0); the domU's /data (a PV disk) carries its MariaDB tier; `lab status`
-//! shows both domains; `lab down` leaves no qemu, tap, namespace or run file behind, also after a
-//! `lab up` killed while Xen boots.
+//! shows both domains; `vmguard collect` stores per-second hypercall counts of the domU and dom0
+//! from dom0's live xentrace stream (and the domU's vif counters from dom0), also after reconnecting;
+//! `lab down` leaves no qemu, tap, namespace or run file behind, also after a `lab up` killed while
+//! Xen boots.
 //!
 //! Needs root, qemu, debootstrap and apt's Debian mirror (the images are built once and cached: a
 //! cold build takes minutes, mostly debootstrap). A missing prerequisite fails it with `NOT RUN: ...`.
@@ -70,7 +72,7 @@ fn leftovers(run_dir: &str) -> Vec<String> {
     left.extend(
         mounts.lines().filter(|l| l.contains(run_dir) || l.contains("/building-xen")).map(|l| format!("mount {l}")),
     );
-    for f in ["dom0-root.qcow2", "config.img", "data.img", "ctl.sock", "qmp.sock"] {
+    for f in ["dom0-root.qcow2", "config.img", "data.img", "ctl.sock", "qmp.sock", "trace.sock", "stats.sock"] {
         let path = format!("{run_dir}/xen/{f}");
         if std::path::Path::new(&path).exists() {
             left.push(format!("file {path}"));
@@ -131,6 +133,8 @@ fn xen_victim_boots_serves_http_runs_commands_and_leaves_nothing() {
     let text = lab.ok(&["lab", "status"]);
     assert!(text.contains("vmguard-domu"), "lab status names the domU: {text}");
 
+    hypercalls_are_collected_every_second(&lab);
+
     let qemu_pid = xen["pids"][0].as_u64().unwrap() as u32;
     let down = lab.run(&["lab", "down"]);
     assert!(down.status.success(), "lab down: {:?}", common::text(&down));
@@ -169,4 +173,73 @@ fn xen_victim_boots_serves_http_runs_commands_and_leaves_nothing() {
         left = leftovers(&run_dir);
     }
     assert!(left.is_empty(), "left behind after a killed lab up and lab down: {left:#?}");
+}
+
+/// `collect` for 10 s while the client fetches pages from the domU: the store holds a sample a second
+/// of the domU's and dom0's hypercalls (the seed's five among them, event_channel_op rising) and of the
+/// domU's vif; a second, shorter `collect` (a reconnect to the stream) counts on.
+fn hypercalls_are_collected_every_second(lab: &common::LiveLab) {
+    use telemetry::SourceId::Xentrace;
+    let load = std::process::Command::new("ip")
+        .args(["netns", "exec", &format!("{PREFIX}-cli"), "sh", "-c"])
+        .arg("for i in $(seq 40); do curl -s -o /dev/null -m 2 http://10.221.13.2/; sleep 0.25; done")
+        .spawn()
+        .unwrap();
+    let db = lab.dir.path().join("xen.db");
+    let db = db.to_str().unwrap();
+    let out = lab.ok(&["--json", "collect", "--duration", "10s", "--db", db]);
+    let mut load = load;
+    let _ = load.wait();
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON {e}: {out}"));
+    let store = store::Store::open(db).unwrap();
+    let series = |counter: &str| store.series("xen", Xentrace, counter, 0, i64::MAX).unwrap();
+    let last = |counter: &str| series(counter).last().map(|(_, v)| *v);
+    eprintln!(
+        "xen_live: collect: {} rounds; xentrace: {} bytes, {} windows, {} records, {} bytes skipped, {} resyncs, {} records lost by Xen, {} unknown-domain hypercalls",
+        summary["rounds"],
+        last("trace.bytes").unwrap_or(0),
+        last("trace.windows").unwrap_or(0),
+        last("trace.records").unwrap_or(0),
+        last("trace.skipped_bytes").unwrap_or(0),
+        last("trace.resyncs").unwrap_or(0),
+        last("trace.lost_records").unwrap_or(0),
+        last("trace.unknown_domain").unwrap_or(0),
+    );
+    for prefix in ["", "dom0."] {
+        for f in telemetry::xen::SEED_FEATURES {
+            assert!(!series(&format!("{prefix}{f}")).is_empty(), "no {prefix}{f} samples");
+        }
+        let ev = series(&format!("{prefix}event_channel_op"));
+        // Counts start once the stream delivers (the first second or two go to Xen's backlog).
+        assert!(ev.len() >= 6, "{prefix}event_channel_op: {} samples in 10 s: {ev:?}", ev.len());
+        let gaps: Vec<i64> = ev.windows(2).map(|w| (w[1].0 - w[0].0) / 1_000_000).collect();
+        assert!(gaps.iter().all(|&g| (500..=2500).contains(&g)), "{prefix}: not a sample a second: {gaps:?} ms");
+        let rise = ev.last().unwrap().1 - ev.first().unwrap().1;
+        assert!(rise > 0, "{prefix}event_channel_op did not rise while the domU served HTTP: {ev:?}");
+        let rates: Vec<u64> = ev.windows(2).map(|w| w[1].1 - w[0].1).collect();
+        eprintln!(
+            "xen_live: {}event_channel_op per second: {rates:?}",
+            if prefix.is_empty() { "domU " } else { prefix }
+        );
+    }
+    let vif = series("vif.tx_packets");
+    assert!(vif.len() >= 6, "the domU's vif counters from dom0: {vif:?}");
+    assert!(vif.last().unwrap().1 > vif.first().unwrap().1, "HTTP to the domU goes through its vif: {vif:?}");
+    let before = last("event_channel_op").unwrap();
+    drop(store);
+
+    // Again: the collector reconnects to the stream, resynchronises and counts on.
+    let db2 = lab.dir.path().join("xen2.db");
+    let db2 = db2.to_str().unwrap();
+    lab.ok(&["collect", "--duration", "5s", "--db", db2]);
+    let store = store::Store::open(db2).unwrap();
+    let ev = store.series("xen", Xentrace, "event_channel_op", 0, i64::MAX).unwrap();
+    assert!(ev.len() >= 2, "after reconnecting: {ev:?}");
+    let connects = store.series("xen", Xentrace, "trace.connects", 0, i64::MAX).unwrap();
+    eprintln!(
+        "xen_live: second collect: {} event_channel_op samples (first run ended at {before}, this one's own count {:?}), connects {:?}",
+        ev.len(),
+        ev.last().map(|x| x.1),
+        connects.last()
+    );
 }
