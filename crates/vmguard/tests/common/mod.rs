@@ -216,3 +216,32 @@ impl Drop for LiveLab {
         }
     }
 }
+
+/// Everything of lab `prefix` still on the host: namespaces, interfaces, live processes naming its
+/// run directory, mounts, and the Xen victim's machine files (overlay, config and data disks, sockets).
+pub fn lab_leftovers(prefix: &str, run_dir: &str) -> Vec<String> {
+    let p = format!("{prefix}-");
+    let mut left: Vec<String> =
+        netns::list().into_iter().filter(|n| n.starts_with(&p)).map(|n| format!("namespace {n}")).collect();
+    let links = exec::Cmd::new("ip").args(["-o", "link"]).stdout().unwrap_or_default();
+    left.extend(links.lines().filter(|l| l.contains(&p)).map(|l| format!("link {l}")));
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline =
+            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
+        let state = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // Zombies wait for their parent to reap them: not alive.
+        let zombie = state.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z'));
+        if cmdline.contains(run_dir) && !cmdline.contains("vmguard") && !zombie {
+            left.push(format!("process {} {cmdline}", e.file_name().to_string_lossy()));
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    left.extend(mounts.lines().filter(|l| l.contains(run_dir)).map(|l| format!("mount {l}")));
+    for f in ["dom0-root.qcow2", "config.img", "data.img", "ctl.sock", "qmp.sock"] {
+        let path = format!("{run_dir}/xen/{f}");
+        if std::path::Path::new(&path).exists() {
+            left.push(format!("file {path}"));
+        }
+    }
+    left
+}
