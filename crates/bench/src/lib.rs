@@ -40,9 +40,6 @@ pub enum BenchError {
     /// The lab has no victim of this kind.
     #[error("the lab has no {0} victim: add it to [lab] victims and run `vmguard lab up`")]
     NoVictim(VictimKind),
-    /// The victim kind exists but the benchmark cannot run in it yet.
-    #[error("victim kind `{0}` is not built yet: the benchmark runs in vanilla, container and qemu victims")]
-    NotBuilt(VictimKind),
     /// A victim's service or setting could not be prepared. Shared: a failed service start is the
     /// error of every later cell that needs it.
     #[error("{victim}: {what}: {source}")]
