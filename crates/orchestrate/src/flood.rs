@@ -1000,6 +1000,57 @@ mod tests {
         assert_eq!(tool_sent("nothing"), None);
     }
 
+    /// A lab state with the vanilla and xen victims recorded (nothing runs: `prepare` only checks).
+    fn lab_with_xen() -> LabState {
+        let spec = lab::LabSpec { victims: vec![VictimKind::Vanilla, VictimKind::Xen], ..Default::default() };
+        let mut state = LabState::new(&spec);
+        for kind in [VictimKind::Vanilla, VictimKind::Xen] {
+            let host = state.plan.victim(kind).unwrap().clone();
+            state.victims.push(VictimState::new(kind, &host, vec![1], "/dev/null".into()));
+        }
+        state
+    }
+
+    #[test]
+    fn the_xen_domu_floods_as_a_zombie_with_what_its_image_has_and_only_at_lab_victims() {
+        let state = lab_with_xen();
+        let from_xen = |target: &str, tool: FloodTool| LabFlood {
+            tool,
+            source: if tool.random_sources() { SourceChoice::Spoof } else { SourceChoice::SpoofIn(spoof_one(&state)) },
+            ..LabFlood::new(Sender::Guest("xen".into()), target, cfg(FloodKind::Syn, "500", 5, None))
+        };
+        for tool in [FloodTool::Vmguard, FloodTool::Hping3] {
+            let p = prepare(&state, from_xen("vanilla", tool)).unwrap_or_else(|e| panic!("{tool}: {e}"));
+            assert_eq!((p.from.guest(), p.target.as_str()), (Some("xen"), "vanilla"));
+            match (&p.engine, tool) {
+                (Engine::Zombie { from, request }, FloodTool::Vmguard) => {
+                    assert_eq!(from, "xen");
+                    // The domU checks again against the same lab: every victim but itself.
+                    assert_eq!(request.lab_targets, [("vanilla".to_string(), state.victims[0].address)]);
+                }
+                (Engine::Tool { site: ToolSite::Guest(g), command, .. }, FloodTool::Hping3) => {
+                    assert_eq!(g, "xen");
+                    assert_eq!(command.argv[4], "hping3");
+                }
+                _ => panic!("{tool}: not run inside the domU"),
+            }
+        }
+        for tool in [FloodTool::Trafgen, FloodTool::Nping] {
+            let e = prepare(&state, from_xen("vanilla", tool)).err().unwrap();
+            assert!(matches!(&e, LaunchError::NotInGuest { from, .. } if from == "xen"), "{tool}: {e}");
+            assert!(e.to_string().contains("use hping3 or the vmguard zombie flood"), "{e}");
+        }
+        // Not itself, nothing outside the lab.
+        for bad in ["xen", "8.8.8.8", "10.0.0.1"] {
+            let e = prepare(&state, from_xen(bad, FloodTool::Vmguard)).err().unwrap();
+            assert!(matches!(e, LaunchError::Guard(_)), "{bad}: {e}");
+        }
+    }
+
+    fn spoof_one(state: &LabState) -> ipnet::Ipv4Net {
+        ipnet::Ipv4Net::from(wire::pick_in_subnet(state.plan.spoof_subnet, 7))
+    }
+
     #[test]
     fn zombie_requests_round_trip_and_bad_ones_are_refused() {
         let r = ZombieRequest {
