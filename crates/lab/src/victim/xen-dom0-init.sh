@@ -57,6 +57,10 @@ xenconsoled --log=guest --log-dir=/var/log/xen || fail "xenconsoled did not star
 # vmguard.stats. A write blocks while the host has no reader (Xen then drops records and reports how
 # many); the host resynchronises on whatever it gets. Both loops run for the life of dom0: a
 # xentrace that ends is started again (-D: without the stale records of a dead one's buffers).
+# xentrace writes through a pipe to cat, not to the port itself: a write to a virtio port carries at
+# most 32 KiB and xentrace drops the rest of a short write (seen: every window over 32 KiB cut at
+# 32768 bytes); a pipe takes the whole write and cat finishes short writes. /proc/self/fd/1, not
+# /dev/stdout: dom0's devtmpfs has no /dev/stdout (xentrace would create a file there).
 port() {
   for d in /sys/class/virtio-ports/*; do
     [ -f "$d/name" ] && [ "$(cat "$d/name")" = "$1" ] && echo "/dev/${d##*/}"
@@ -66,7 +70,7 @@ trace=$(port vmguard.trace)
 if [ -n "$trace" ]; then
   (
     while true; do
-      xentrace -D -e "$XENTRACE_MASK" -S "$XENTRACE_PAGES" "$trace" >> /var/log/xen/xentrace.log 2>&1
+      xentrace -D -e "$XENTRACE_MASK" -S "$XENTRACE_PAGES" /proc/self/fd/1 2>> /var/log/xen/xentrace.log | cat > "$trace"
       echo "xentrace ended (status $?) at $(up); starting it again" >> /var/log/xen/xentrace.log
       sleep 1
     done
