@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 
 /// The counters features are built from, as `source/counter`. Index = position here.
-pub const BASE_COUNTERS: [&str; 53] = [
+pub const BASE_COUNTERS: [&str; 58] = [
     // 0..6: the guest's link, host side (host rx = guest tx).
     "netdev/rx_packets",
     "netdev/rx_bytes",
@@ -81,6 +81,15 @@ pub const BASE_COUNTERS: [&str; 53] = [
     "flow/syn_repeats_out",
     "flow/udp_flows_in",
     "flow/udp_flows_out",
+    // 53..58: the Xen domain's own hypercalls (telemetry's `xentrace` source, attributed per domain
+    // by the scheduler records): seed 004's event-channel and grant-table operations (notifications
+    // and I/O ring pages: what a PV guest's network traffic costs), MMU and vCPU operations, and
+    // sched_op (a domain yielding or blocking: idle or waiting for I/O).
+    "xentrace/event_channel_op",
+    "xentrace/grant_table_op",
+    "xentrace/mmuext_op",
+    "xentrace/vcpu_op",
+    "xentrace/sched_op",
 ];
 
 /// Index of a `source/counter` in [`BASE_COUNTERS`].
@@ -137,6 +146,11 @@ const REPEATS_IN: usize = 49;
 const REPEATS_OUT: usize = 50;
 const UDP_FLOWS_IN: usize = 51;
 const UDP_FLOWS_OUT: usize = 52;
+const HC_EVTCHN: usize = 53;
+const HC_GRANT: usize = 54;
+const HC_MMUEXT: usize = 55;
+const HC_VCPU: usize = 56;
+const HC_SCHED: usize = 57;
 
 /// Packets the guest's stack refused: resets sent (SYN or ACK at a closed port or to no connection),
 /// UDP to closed ports, invalid SYN cookies (ACKs of no connection at a listener).
@@ -203,7 +217,7 @@ const fn nov_volume(name: &'static str, expr: Expr, unit: &'static str, help: &'
 }
 
 /// Every Part B feature. Models pick the subset available for their kind of guest.
-pub const FEATURES: [FeatureDef; 52] = [
+pub const FEATURES: [FeatureDef; 59] = [
     f("rx_pps", Expr::Rate(&[RX_PKTS]), true, "packets/s", "packets the guest receives"),
     f("tx_pps", Expr::Rate(&[TX_PKTS]), true, "packets/s", "packets the guest sends"),
     f("rx_bps", Expr::Rate(&[RX_BYTES]), true, "bytes/s", "bytes the guest receives"),
@@ -395,6 +409,26 @@ pub const FEATURES: [FeatureDef; 52] = [
         true,
         "ratio",
         "distinct flows sent per distinct flow received",
+    ),
+    // The Xen domain's hypercalls (only a Xen guest has them; models of other kinds leave them out).
+    f("hc_event_channel_ps", Expr::Rate(&[HC_EVTCHN]), true, "1/s", "event-channel hypercalls of the domain"),
+    f("hc_grant_table_ps", Expr::Rate(&[HC_GRANT]), true, "1/s", "grant-table hypercalls of the domain"),
+    f("hc_mmuext_ps", Expr::Rate(&[HC_MMUEXT]), true, "1/s", "MMU extended-operation hypercalls of the domain"),
+    f("hc_vcpu_ps", Expr::Rate(&[HC_VCPU]), true, "1/s", "vCPU-operation hypercalls of the domain"),
+    f("hc_sched_ps", Expr::Rate(&[HC_SCHED]), true, "1/s", "scheduler hypercalls of the domain (yield, block)"),
+    f(
+        "hc_event_channel_per_pkt",
+        Expr::PerUnit(&[HC_EVTCHN], &[RX_PKTS, TX_PKTS]),
+        true,
+        "1/packet",
+        "event-channel hypercalls per packet (how well notifications are batched)",
+    ),
+    f(
+        "hc_grant_table_per_pkt",
+        Expr::PerUnit(&[HC_GRANT], &[RX_PKTS, TX_PKTS]),
+        true,
+        "1/packet",
+        "grant-table hypercalls per packet",
     ),
 ];
 
@@ -644,6 +678,33 @@ mod tests {
         let (tx, rx) = (base_index("netdev", "tx_packets").unwrap(), base_index("netdev", "rx_packets").unwrap());
         assert_eq!(t[0].deltas, vec![(tx, 1.0, 1000.0), (rx, 1.0, 1000.0)]);
         assert_eq!(t[1].deltas, vec![(tx, 2.0, 1000.0)]);
+    }
+
+    #[test]
+    fn a_xen_domains_hypercalls_are_features_and_other_guests_lack_them() {
+        let evtchn = base_index("xentrace", "event_channel_op").unwrap();
+        let grant = base_index("xentrace", "grant_table_op").unwrap();
+        // dom0's hypercalls come under the same guest as `dom0.*`: not the domain's own.
+        assert_eq!(base_index("xentrace", "dom0.event_channel_op"), None);
+        let mut x = WindowExtractor::new(2000);
+        let xen = |t: i64| {
+            let mut k = tick(t, 1000.0, 1000.0);
+            k.deltas.push((evtchn, 500.0, 1000.0));
+            k.deltas.push((grant, 50.0, 1000.0));
+            k
+        };
+        x.push(xen(1000));
+        let v = x.push(xen(2000)).unwrap().values();
+        let at = |n: &str| v[feature_index(n).unwrap()];
+        assert_eq!(at("hc_event_channel_ps"), Some(500.0));
+        assert_eq!(at("hc_grant_table_ps"), Some(50.0));
+        assert_eq!(at("hc_event_channel_per_pkt"), Some(0.25));
+        assert_eq!(at("hc_vcpu_ps"), None);
+        // A guest of another kind: unavailable, so its models leave the features out.
+        let mut y = WindowExtractor::new(2000);
+        y.push(tick(1000, 10.0, 10.0));
+        let v = y.push(tick(2000, 10.0, 10.0)).unwrap().values();
+        assert_eq!(v[feature_index("hc_event_channel_ps").unwrap()], None);
     }
 
     #[test]
