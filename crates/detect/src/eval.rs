@@ -134,12 +134,36 @@ where
 pub struct ReportRow {
     /// Window length in seconds.
     pub window_secs: u64,
+    /// Seconds between window starts when the windows slide (they overlap by `window_secs -
+    /// step_secs`); `None`: tumbling, back to back, none overlapping.
+    #[serde(default)]
+    pub step_secs: Option<u64>,
     /// Method name as shown in the table (e.g. "K-means", "EM").
     pub method: String,
-    /// Metrics against the labels.
+    /// Metrics against the labels (their confusion matrix counts the scored windows of each class).
     pub metrics: BinaryMetrics,
     /// ARI of the clusters against the labels, when computed.
     pub ari: Option<f64>,
+    /// Windows the method was fitted on: the scored ones and those without a label (partly under
+    /// attack), which are clustered too but not scored.
+    #[serde(default)]
+    pub fitted_windows: u64,
+}
+
+impl ReportRow {
+    /// Scored windows labelled normal and DoS.
+    pub fn class_counts(&self) -> (u64, u64) {
+        let c = &self.metrics.confusion;
+        (c.true_negative + c.false_positive, c.true_positive + c.false_negative)
+    }
+
+    /// "2 min" for tumbling windows, "2 min every 1 min" for sliding ones.
+    pub fn window_label(&self) -> String {
+        match self.step_secs {
+            Some(step) => format!("{} every {}", window_name(self.window_secs), window_name(step)),
+            None => window_name(self.window_secs),
+        }
+    }
 }
 
 /// Detection accuracy per window length and method, in the seed's layout.
@@ -160,16 +184,19 @@ pub fn window_name(secs: u64) -> String {
 }
 
 impl AccuracyReport {
-    /// Adds one cell.
+    /// Adds one cell of tumbling windows, fitted on the windows it scored.
     pub fn push(&mut self, window_secs: u64, method: impl Into<String>, metrics: BinaryMetrics, ari: Option<f64>) {
-        self.rows.push(ReportRow { window_secs, method: method.into(), metrics, ari });
+        let fitted_windows = metrics.confusion.total();
+        self.rows.push(ReportRow { window_secs, step_secs: None, method: method.into(), metrics, ari, fitted_windows });
     }
 
-    /// Plain-text table: one line per window length (ascending), one column per method (first-seen
-    /// order), cells are accuracy in percent; missing cells show "-".
+    /// Plain-text table: one line per window length (ascending; tumbling before sliding), one column
+    /// per method (first-seen order), cells are accuracy in percent, missing cells "-"; the last
+    /// column is the scored windows per class of the line's first cell (every method of a line
+    /// clusters the same windows).
     pub fn to_table(&self) -> String {
-        let mut windows: Vec<u64> = self.rows.iter().map(|r| r.window_secs).collect();
-        windows.sort_unstable();
+        let mut windows: Vec<(u64, Option<u64>)> = self.rows.iter().map(|r| (r.window_secs, r.step_secs)).collect();
+        windows.sort_unstable_by_key(|&(w, s)| (w, s.is_some(), s));
         windows.dedup();
         let mut methods: Vec<&str> = Vec::new();
         for r in &self.rows {
@@ -178,19 +205,25 @@ impl AccuracyReport {
             }
         }
         let width = methods.iter().map(|m| m.len()).max().unwrap_or(0).max(8);
-        let mut out = format!("{:<10}", "window");
+        let cells = |w: u64, s: Option<u64>| self.rows.iter().filter(move |r| r.window_secs == w && r.step_secs == s);
+        let label_width =
+            windows.iter().filter_map(|&(w, s)| cells(w, s).next()).map(|r| r.window_label().len()).max().unwrap_or(0);
+        let lw = label_width.max(10);
+        let mut out = format!("{:<lw$}", "window");
         for m in &methods {
             out.push_str(&format!(" {m:>width$}"));
         }
-        out.push('\n');
-        for w in windows {
-            out.push_str(&format!("{:<10}", window_name(w)));
+        out.push_str("  normal/dos windows\n");
+        for (w, s) in windows {
+            let first = cells(w, s).next().expect("a line has a cell");
+            out.push_str(&format!("{:<lw$}", first.window_label()));
             for m in &methods {
-                let cell = self.rows.iter().find(|r| r.window_secs == w && r.method == *m);
+                let cell = cells(w, s).find(|r| r.method == *m);
                 let text = cell.map_or("-".to_string(), |r| format!("{:.1}%", 100.0 * r.metrics.accuracy));
                 out.push_str(&format!(" {text:>width$}"));
             }
-            out.push('\n');
+            let (normal, dos) = first.class_counts();
+            out.push_str(&format!("  {normal}/{dos}\n"));
         }
         out
     }
@@ -247,9 +280,22 @@ mod tests {
         let t = r.to_table();
         assert_eq!(
             t,
-            "window      K-means       EM\n2 min         90.0%    90.0%\n5 min         90.0%    90.0%\n\
-             10 min       100.0%   100.0%\n20 min       100.0%   100.0%\n"
+            "window      K-means       EM  normal/dos windows\n2 min         90.0%    90.0%  0/0\n\
+             5 min         90.0%    90.0%  0/0\n10 min       100.0%   100.0%  0/0\n20 min       100.0%   100.0%  0/0\n"
         );
+        // Sliding cells come after the tumbling ones of their length, and say their step.
+        let c = ConfusionMatrix { true_positive: 3, false_positive: 0, true_negative: 2, false_negative: 1 };
+        r.rows.push(ReportRow {
+            window_secs: 120,
+            step_secs: Some(60),
+            method: "K-means".into(),
+            metrics: BinaryMetrics::from_confusion(c),
+            ari: None,
+            fitted_windows: 7,
+        });
+        let lines: Vec<String> = r.to_table().lines().map(str::to_string).collect();
+        assert_eq!(lines[2], "2 min every 1 min    83.3%        -  2/4");
+        assert_eq!(r.rows[8].class_counts(), (2, 4));
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<AccuracyReport>(&json).unwrap(), r);
         assert_eq!(window_name(90), "90 s");

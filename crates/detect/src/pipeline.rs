@@ -7,7 +7,7 @@ use thiserror::Error;
 use crate::scale::Scaler;
 use crate::{
     AccuracyReport, BinaryMetrics, ClusterMapping, CovarianceType, CsvError, DataError, EvalError, GaussianMixture,
-    GmmError, KMeans, KMeansError, Label, MappingError, MappingStrategy, Matrix, MinMaxScaler, RobustScaler,
+    GmmError, KMeans, KMeansError, Label, MappingError, MappingStrategy, Matrix, MinMaxScaler, ReportRow, RobustScaler,
     WindowError, WindowParams, Windows, adjusted_rand_index, binary_metrics, build_windows,
 };
 
@@ -199,9 +199,10 @@ pub fn fit_windows(
     Ok(FitOutcome { model, min_max, clusters, mapping, predicted, n_iter, objective, metrics, ari })
 }
 
-/// The seed's experiment: for every window length and method, build windows from `samples`, label
-/// them with `truth` (e.g. "did this guest's window overlap an attack?"), fit, and report accuracy.
-/// Window lengths with no labelled window are skipped.
+/// The seed's experiment: for every window length and method, build windows from `samples` (tumbling,
+/// or sliding by `base`'s step: [`WindowParams::step_ms`]), label them with `truth` (e.g. "did this
+/// guest's window overlap an attack?"), fit, and report accuracy. Window lengths with no labelled
+/// window are skipped.
 pub fn evaluate_lengths(
     samples: &[crate::CounterSample],
     base: &WindowParams,
@@ -212,9 +213,7 @@ pub fn evaluate_lengths(
 ) -> Result<AccuracyReport, PipelineError> {
     let mut report = AccuracyReport::default();
     for &len in lengths_ms {
-        let params = WindowParams::with_features(len, base.features().to_vec())
-            .max_gap_ms(base.max_gap())
-            .min_coverage(base.coverage());
+        let params = base.with_length(len);
         let windows: Windows = build_windows(samples, &params)?;
         if windows.windows.len() < cfg.k {
             continue;
@@ -226,8 +225,15 @@ pub fn evaluate_lengths(
         let features = windows.to_matrix();
         for &method in methods {
             let out = fit_windows(&features, Some(&labels), &FitConfig { method, ..cfg.clone() })?;
-            if let Some(m) = out.metrics {
-                report.push(len / 1000, method.display_name(), m, out.ari);
+            if let Some(metrics) = out.metrics {
+                report.rows.push(ReportRow {
+                    window_secs: len / 1000,
+                    step_secs: params.step().map(|s| s / 1000),
+                    method: method.display_name().to_string(),
+                    metrics,
+                    ari: out.ari,
+                    fitted_windows: windows.windows.len() as u64,
+                });
             }
         }
     }
@@ -276,6 +282,16 @@ mod tests {
             assert_eq!(r.metrics.accuracy, 1.0, "{} {}", r.method, r.window_secs);
         }
         assert!(report.to_table().starts_with("window"));
+        // 40 min at 20 min windows, per guest: 2 back to back; sliding every minute, 25 overlapping (21
+        // inside the recording, and 2 at each end that stick out by at most the 10% coverage allows).
+        let rows = |r: &AccuracyReport| r.rows.iter().map(|r| (r.step_secs, r.fitted_windows)).collect::<Vec<_>>();
+        let one = evaluate_lengths(&samples(), &base, &[1_200_000], &methods[..1], &FitConfig::default(), &truth);
+        assert_eq!(rows(&one.unwrap()), vec![(None, 4)]);
+        let sliding = base.clone().step_ms(Some(60_000));
+        let r = evaluate_lengths(&samples(), &sliding, &[1_200_000], &methods[..1], &FitConfig::default(), &truth);
+        let r = r.unwrap();
+        assert_eq!(rows(&r), vec![(Some(60), 50)]);
+        assert_eq!(r.rows[0].metrics.confusion.total(), 50);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!
 //! Rules (each one tested):
 //! - Windows are aligned to multiples of `W` since the Unix epoch, `[k W, (k+1) W)`, so windows of
-//!   different guests line up.
+//!   different guests line up: back to back, none overlap (tumbling). With a step `S` (a divisor of
+//!   `W`, [`WindowParams::step_ms`]) they slide instead: `[k S, k S + W)` for every `k`, overlapping by
+//!   `W - S`, so a recording holds more windows of a long `W` (but they are not independent).
 //! - The first sample of a `(guest, counter)` series only opens it: its span is unknown.
 //! - Each later sample contributes its increment over `(t_prev, t]` (cumulative: `v - v_prev`;
 //!   per-interval: `v`), spread over the windows that interval overlaps in proportion to the overlap,
@@ -70,6 +72,12 @@ pub enum WindowError {
     /// A feature counter was listed twice.
     #[error("feature counter '{0}' is listed twice: list each counter once")]
     DuplicateFeature(String),
+    /// The sliding step is 0 or does not divide the window length.
+    #[error(
+        "window step {step_ms} ms does not divide the window length {length_ms} ms: use a step that divides every \
+         window length (e.g. 1 min for windows of 2, 5, 10 and 20 min), or no step for back-to-back windows"
+    )]
+    InvalidStep { length_ms: u64, step_ms: u64 },
     /// `min_coverage` is not within [0, 1].
     #[error("min_coverage {0} is outside [0, 1]: use e.g. 0.9")]
     InvalidCoverage(f64),
@@ -88,6 +96,9 @@ pub struct WindowParams {
     features: Vec<FeatureSpec>,
     max_gap_ms: u64,
     min_coverage: f64,
+    /// Sliding step; `None`: tumbling (the step is the length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step_ms: Option<u64>,
 }
 
 impl WindowParams {
@@ -101,6 +112,7 @@ impl WindowParams {
                 .collect(),
             max_gap_ms: 10_000,
             min_coverage: 0.9,
+            step_ms: None,
         }
     }
     /// Windows of `length_ms` over explicit feature specs.
@@ -116,6 +128,24 @@ impl WindowParams {
     pub fn min_coverage(mut self, c: f64) -> Self {
         self.min_coverage = c;
         self
+    }
+    /// Windows start every `ms` (a divisor of the length) and overlap; `None` (the default):
+    /// back to back.
+    pub fn step_ms(mut self, ms: Option<u64>) -> Self {
+        self.step_ms = ms;
+        self
+    }
+    /// The same parameters with another window length (the step kept).
+    pub fn with_length(&self, length_ms: u64) -> Self {
+        Self { length_ms, ..self.clone() }
+    }
+    /// The sliding step, `None` for tumbling windows.
+    pub fn step(&self) -> Option<u64> {
+        self.step_ms
+    }
+    /// Distance between window starts: the step, or the length for tumbling windows.
+    pub fn stride_ms(&self) -> u64 {
+        self.step_ms.unwrap_or(self.length_ms)
     }
     /// Window length in milliseconds.
     pub fn length_ms(&self) -> u64 {
@@ -148,6 +178,11 @@ impl WindowParams {
         }
         if !(0.0..=1.0).contains(&self.min_coverage) {
             return Err(WindowError::InvalidCoverage(self.min_coverage));
+        }
+        if let Some(step) = self.step_ms
+            && (step == 0 || !self.length_ms.is_multiple_of(step))
+        {
+            return Err(WindowError::InvalidStep { length_ms: self.length_ms, step_ms: step });
         }
         Ok(())
     }
@@ -208,11 +243,39 @@ fn cell<'a, 'g>(cells: &'a mut BTreeMap<(&'g str, i64), Cell>, guest: &'g str, k
     cells.entry((guest, k)).or_insert_with(|| Cell { counts: vec![0.0; d], covered_ms: vec![0.0; d] })
 }
 
+/// Sliding windows from slots: the window starting at slot `k` sums slots `k..k + n`; every start
+/// whose window holds at least one slot with data is a candidate (coverage decides the rest).
+fn slide<'g>(slots: &BTreeMap<(&'g str, i64), Cell>, n: i64, d: usize) -> BTreeMap<(&'g str, i64), Cell> {
+    let mut out: BTreeMap<(&'g str, i64), Cell> = BTreeMap::new();
+    for &(guest, k) in slots.keys() {
+        for start in k - n + 1..=k {
+            if out.contains_key(&(guest, start)) {
+                continue;
+            }
+            let mut c = Cell { counts: vec![0.0; d], covered_ms: vec![0.0; d] };
+            for s in start..start + n {
+                if let Some(x) = slots.get(&(guest, s)) {
+                    for f in 0..d {
+                        c.counts[f] += x.counts[f];
+                        c.covered_ms[f] += x.covered_ms[f];
+                    }
+                }
+            }
+            out.insert((guest, start), c);
+        }
+    }
+    out
+}
+
 /// Builds per-guest windows from counter samples (see the module documentation for the rules).
 pub fn build_windows(samples: &[CounterSample], params: &WindowParams) -> Result<Windows, WindowError> {
     params.check()?;
     let d = params.features.len();
     let w = params.length_ms as i64;
+    // Counts are accumulated per slot of one stride (the step, or the whole length when tumbling);
+    // a window is the sum of `n` consecutive slots.
+    let slot = params.stride_ms() as i64;
+    let n = w / slot;
     let feat_index: HashMap<&str, usize> =
         params.features.iter().enumerate().map(|(i, f)| (f.counter.as_str(), i)).collect();
     // (guest, feature) -> samples (time, value)
@@ -257,16 +320,16 @@ pub fn build_windows(samples: &[CounterSample], params: &WindowParams) -> Result
                 continue;
             }
             if span == 0 {
-                cell(&mut cells, guest, b.div_euclid(w), d).counts[f] += inc;
+                cell(&mut cells, guest, b.div_euclid(slot), d).counts[f] += inc;
                 continue;
             }
-            // Spread over [a, b) split at window boundaries (the half-open choice only decides
-            // which window gets a zero-length piece).
-            let mut k = a.div_euclid(w);
-            let last = (b - 1).div_euclid(w);
+            // Spread over [a, b) split at slot boundaries (the half-open choice only decides
+            // which slot gets a zero-length piece).
+            let mut k = a.div_euclid(slot);
+            let last = (b - 1).div_euclid(slot);
             while k <= last {
-                let lo = a.max(k * w);
-                let hi = b.min((k + 1) * w);
+                let lo = a.max(k * slot);
+                let hi = b.min((k + 1) * slot);
                 let part = (hi - lo) as f64;
                 let c = cell(&mut cells, guest, k, d);
                 c.counts[f] += inc * part / span as f64;
@@ -274,6 +337,9 @@ pub fn build_windows(samples: &[CounterSample], params: &WindowParams) -> Result
                 k += 1;
             }
         }
+    }
+    if n > 1 {
+        cells = slide(&cells, n, d);
     }
     let mut windows = Vec::new();
     for ((guest, k), c) in cells {
@@ -284,8 +350,8 @@ pub fn build_windows(samples: &[CounterSample], params: &WindowParams) -> Result
         }
         windows.push(Window {
             guest: guest.to_string(),
-            start_ms: k * w,
-            end_ms: (k + 1) * w,
+            start_ms: k * slot,
+            end_ms: k * slot + w,
             counts: c.counts,
             coverage,
         });
@@ -369,6 +435,29 @@ mod tests {
         ));
         let bad = vec![s(0, "g", "x", f64::NAN)];
         assert!(matches!(build_windows(&bad, &WindowParams::new(1, &["x"])), Err(WindowError::NonFinite { .. })));
+    }
+
+    #[test]
+    fn sliding_windows_overlap_by_length_minus_step() {
+        // 2/s from 0 to 40 s; windows of 20 s every 10 s.
+        let v = ramp("g", "x", 0, 40, 0.0, 2.0);
+        let p = WindowParams::new(20_000, &["x"]).step_ms(Some(10_000));
+        let out = build_windows(&v, &p).unwrap();
+        let got: Vec<(i64, i64, f64)> = out.windows.iter().map(|w| (w.start_ms, w.end_ms, w.counts[0])).collect();
+        assert_eq!(got, vec![(0, 20_000, 40.0), (10_000, 30_000, 40.0), (20_000, 40_000, 40.0)]);
+        // The partial windows at both ends were candidates and dropped for coverage.
+        assert_eq!(out.stats.dropped_windows, 2);
+        // A step equal to the length is tumbling, window for window.
+        let tumbling = build_windows(&v, &WindowParams::new(20_000, &["x"])).unwrap();
+        assert_eq!(build_windows(&v, &p.clone().step_ms(Some(20_000))).unwrap(), tumbling);
+        assert_eq!(tumbling.windows.len(), 2);
+        for bad in [0, 3_000, 30_000] {
+            assert_eq!(
+                build_windows(&v, &p.clone().step_ms(Some(bad))).unwrap_err(),
+                WindowError::InvalidStep { length_ms: 20_000, step_ms: bad }
+            );
+        }
+        assert!(WindowError::InvalidStep { length_ms: 1, step_ms: 2 }.to_string().contains("does not divide"));
     }
 
     #[test]

@@ -136,6 +136,20 @@ pub fn load(store: &Store, sel: &Selection) -> Result<Vec<GuestData>, DatasetErr
     Ok(out)
 }
 
+/// Only the samples of `sources` (all when empty); guests left without samples are dropped, so every
+/// guest kept still has data to window (`detect export --sources`, `detect eval --sources`).
+pub fn keep_sources(data: Vec<GuestData>, sources: &[telemetry::SourceId]) -> Vec<GuestData> {
+    if sources.is_empty() {
+        return data;
+    }
+    data.into_iter()
+        .filter_map(|mut g| {
+            g.samples.retain(|s| sources.contains(&s.source));
+            (!g.samples.is_empty()).then_some(g)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

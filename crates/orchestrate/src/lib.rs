@@ -10,12 +10,14 @@
 //! - [`record`]: the recording loop with ground truth;
 //! - [`dataset`], [`ticks`], [`evaluate`]: labelled data from the store, samples to the detector's
 //!   ticks (one function for live and recorded data), Part A and Part B on recorded data;
+//! - [`datafile`]: that labelled data as a text file (`detect export`, `detect eval --samples`);
 //! - [`family`], [`heldout`]: scenario families of recorded phases and the leave-one-family-out
 //!   evaluation of Part B;
 //! - [`agent`]: the online scoring loop and its alert sinks; [`webhook`]: the non-blocking webhook.
 
 pub mod agent;
 pub mod collect;
+pub mod datafile;
 pub mod dataset;
 pub mod evaluate;
 pub mod family;

@@ -258,8 +258,8 @@ pub fn render(store: &Store, opts: &Options) -> Result<Report, ReportError> {
 
 fn seed_004(h: &mut String, data: &[GuestData], opts: &Options) -> Result<(), ReportError> {
     h.push_str(r#"<section id="seed-004"><h2>Seed 004: window length x method</h2><p>Accuracy of the seed's clustering of windows (DoS vs normal) against the ground truth, per feature set.</p>"#);
-    let tables =
-        orchestrate::evaluate::part_a(data, &opts.windows_ms, &opts.methods, &opts.fit).map_err(ReportError::PartA)?;
+    let tables = orchestrate::evaluate::part_a(data, &opts.windows_ms, None, &opts.methods, &opts.fit)
+        .map_err(ReportError::PartA)?;
     if tables.is_empty() {
         h.push_str("<p class=\"note\">None of the feature sets' counters were collected.</p>");
     }

@@ -68,14 +68,31 @@ pub fn record_report(r: &RecordReport) {
 /// Metrics rows of an accuracy report, for people.
 pub fn report_details(r: &detect::AccuracyReport) -> comfy_table::Table {
     output::table(
-        &["window", "method", "windows", "accuracy", "precision", "recall", "F1", "TP", "FP", "TN", "FN"],
+        &[
+            "window",
+            "overlap",
+            "method",
+            "scored/fitted windows",
+            "accuracy",
+            "precision",
+            "recall",
+            "F1",
+            "TP",
+            "FP",
+            "TN",
+            "FN",
+        ],
         r.rows.iter().map(|row| {
             let m = &row.metrics;
             let c = &m.confusion;
             vec![
-                detect::eval::window_name(row.window_secs),
+                row.window_label(),
+                match row.step_secs {
+                    Some(s) if s < row.window_secs => detect::eval::window_name(row.window_secs - s),
+                    _ => "none".to_string(),
+                },
                 row.method.clone(),
-                c.total().to_string(),
+                format!("{}/{}", c.total(), row.fitted_windows),
                 format!("{:.1}%", 100.0 * m.accuracy),
                 format!("{:.1}%", 100.0 * m.precision),
                 format!("{:.1}%", 100.0 * m.recall),
@@ -103,6 +120,14 @@ pub fn part_a(tables: &[PartATable]) {
         }
         print!("{}", t.report.to_table());
         println!("{}", report_details(&t.report));
+        if t.report.rows.iter().any(|r| r.step_secs.is_some()) {
+            println!(
+                "rows \"W every S\": windows of W starting every S, overlapping by W - S (not independent); \
+                 the others are back to back, none overlapping"
+            );
+        } else {
+            println!("windows back to back (tumbling), none overlapping");
+        }
     }
 }
 

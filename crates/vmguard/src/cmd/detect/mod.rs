@@ -1,5 +1,6 @@
-//! `vmguard detect ...`: the seed's method on CSV windows (`fit`) and on recorded data (`eval`), and
-//! vmguard's own detector (`train`, and its figures beside the seed's in `eval`).
+//! `vmguard detect ...`: the seed's method on CSV windows (`fit`) and on recorded data (`eval`, from a
+//! store or a data file that `export` wrote), and vmguard's own detector (`train`, and its figures
+//! beside the seed's in `eval`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use detect::{CovarianceType, CsvOptions, FitConfig, MappingStrategy, Method, Scaling};
 use serde::Serialize;
 
+mod export;
 mod heldout;
 mod train;
 
@@ -22,9 +24,11 @@ use orchestrate::evaluate::PartATable;
 pub enum DetectCommand {
     /// Cluster windows from a CSV file (the seed's method): one cluster id per row.
     Fit(FitArgs),
-    /// Accuracy per window length and method on labelled data in the store (seed's table), with
-    /// vmguard's detector beside it when a model is given.
+    /// Accuracy per window length and method on labelled data in the store or a data file (seed's
+    /// table), with vmguard's detector beside it when a model is given.
     Eval(EvalArgs),
+    /// Write a store's labelled samples (of chosen sources) and ground truth to a data file.
+    Export(export::ExportArgs),
     /// Fit vmguard's detector on recorded runs and write it as JSON.
     Train(train::TrainArgs),
 }
@@ -114,10 +118,22 @@ pub struct EvalArgs {
     /// The store `record` wrote to.
     #[arg(long, visible_alias = "db", env = "VMGUARD_STORE", default_value = "vmguard.db")]
     pub store: PathBuf,
+    /// Read the labelled data from this data file (`detect export`; e.g. data/seed004-xen.csv.xz)
+    /// instead of the store.
+    #[arg(long, conflicts_with = "leave_one_family_out")]
+    pub samples: Option<PathBuf>,
+    /// Only the samples of these telemetry sources (comma-separated, e.g. xentrace), as `detect
+    /// export --sources` keeps them. Default: every source.
+    #[arg(long, value_delimiter = ',', value_parser = |s: &str| s.parse::<telemetry::SourceId>())]
+    pub sources: Vec<telemetry::SourceId>,
     /// Window lengths (e.g. 5s,10s,30s or the seed's 2m,5m,10m,20m). Default: 5s,10s,30s,2m,5m,10m,20m,
     /// and 5s with --leave-one-family-out.
     #[arg(long, value_delimiter = ',', value_parser = units::parse_duration)]
     pub windows: Option<Vec<Duration>>,
+    /// Part A on windows sliding by this step too (e.g. 1m; it must divide every window length), after
+    /// the tumbling (back-to-back) ones: overlapping windows, more of them per class.
+    #[arg(long, value_parser = units::parse_duration)]
+    pub window_step: Option<Duration>,
     /// Clustering methods of the seed's table.
     #[arg(long, value_delimiter = ',', value_enum, default_value = "kmeans,em")]
     pub methods: Vec<MethodArg>,
@@ -156,6 +172,7 @@ pub fn run(cli: &Cli, cmd: &DetectCommand) -> anyhow::Result<()> {
     match cmd {
         DetectCommand::Fit(a) => fit(cli, a),
         DetectCommand::Eval(a) => eval(cli, a),
+        DetectCommand::Export(a) => export::run(cli, a),
         DetectCommand::Train(a) => train::run(cli, a),
     }
 }
@@ -282,6 +299,7 @@ fn metrics_text(m: &detect::BinaryMetrics) -> String {
 
 #[derive(Serialize)]
 struct EvalReport {
+    /// The store, or the data file (`--samples`), the data came from.
     store: String,
     scenarios: Vec<String>,
     part_a: Vec<PartATable>,
@@ -292,9 +310,26 @@ fn eval(cli: &Cli, a: &EvalArgs) -> anyhow::Result<()> {
     if a.leave_one_family_out {
         return heldout::run(cli, a);
     }
-    let store = store::Store::open(&a.store).with_context(|| format!("opening store {}", a.store.display()))?;
-    let sel = Selection { include: a.scenarios.clone(), exclude: a.exclude.clone() };
-    let data = dataset::load(&store, &sel)?;
+    let (input, data) = match &a.samples {
+        Some(path) => {
+            if !a.scenarios.is_empty() || !a.exclude.is_empty() {
+                anyhow::bail!(
+                    "--scenarios and --exclude select from a store: a data file holds what `detect export` selected; \
+                     export the scenarios you want instead"
+                );
+            }
+            (path, orchestrate::datafile::load(path)?)
+        }
+        None => {
+            let store = store::Store::open(&a.store).with_context(|| format!("opening store {}", a.store.display()))?;
+            let sel = Selection { include: a.scenarios.clone(), exclude: a.exclude.clone() };
+            (&a.store, dataset::load(&store, &sel)?)
+        }
+    };
+    let data = dataset::keep_sources(data, &a.sources);
+    if data.is_empty() {
+        anyhow::bail!("no guest has samples of the sources {:?} in {}", a.sources, input.display());
+    }
     let cfg = FitConfig {
         scaling: a.scaling.scaling(),
         mapping: match a.mapping {
@@ -310,8 +345,9 @@ fn eval(cli: &Cli, a: &EvalArgs) -> anyhow::Result<()> {
         Some(w) => w.iter().map(|w| w.as_millis() as u64).collect(),
         None => vec![5_000, 10_000, 30_000, 120_000, 300_000, 600_000, 1_200_000],
     };
-    let tables =
-        orchestrate::evaluate::part_a(&data, &windows_ms, &methods, &cfg).context("evaluating the seed's method")?;
+    let step_ms = a.window_step.map(|s| s.as_millis() as u64);
+    let tables = orchestrate::evaluate::part_a(&data, &windows_ms, step_ms, &methods, &cfg)
+        .context("evaluating the seed's method")?;
     let part_b = match &a.model {
         Some(path) => Some(orchestrate::evaluate::evaluate(&orchestrate::agent::load_model(path)?, &data)),
         None => None,
@@ -319,7 +355,7 @@ fn eval(cli: &Cli, a: &EvalArgs) -> anyhow::Result<()> {
     let mut scenarios: Vec<String> = data.iter().flat_map(|g| g.scenarios()).collect();
     scenarios.sort();
     scenarios.dedup();
-    let report = EvalReport { store: a.store.display().to_string(), scenarios, part_a: tables, part_b };
+    let report = EvalReport { store: input.display().to_string(), scenarios, part_a: tables, part_b };
     if cli.json {
         return output::json(&report);
     }
