@@ -212,7 +212,7 @@ pub fn read(r: impl BufRead) -> Result<Vec<GuestData>, ParseError> {
         let n = i + 1;
         last_line = n;
         let err = |message: String| ParseError { line: n, message };
-        let bytes = line.map_err(|e| err(format!("cannot read: {e}")))?;
+        let bytes = line.map_err(|e| err(format!("cannot read (damaged xz data or a disk error?): {e}")))?;
         let text = std::str::from_utf8(&bytes).map_err(|e| err(format!("not UTF-8 text ({e})")))?;
         let text = text.strip_suffix('\r').unwrap_or(text);
         if n == 1 {
@@ -341,9 +341,11 @@ pub fn load(path: &Path) -> Result<Vec<GuestData>, DataFileError> {
     let compressed = file.fill_buf().map_err(io("reading"))?.starts_with(XZ_MAGIC);
     let reader: Box<dyn Read> =
         if compressed { Box::new(xz2::bufread::XzDecoder::new_multi_decoder(file)) } else { Box::new(file) };
-    read(BufReader::with_capacity(1 << 16, reader)).map_err(|e| {
-        // A failed read of the decompressed text is an xz or disk error, not a format one.
-        DataFileError::Parse { path: shown.clone(), line: e.line, message: e.message }
+    // Damaged xz data or a disk error surfaces as a "cannot read" at the line it cut.
+    read(BufReader::with_capacity(1 << 16, reader)).map_err(|e| DataFileError::Parse {
+        path: shown.clone(),
+        line: e.line,
+        message: e.message,
     })
 }
 
