@@ -5,7 +5,9 @@
 //! targets it, `attack-zombie` when a flood comes from it, `normal` otherwise, and `unknown` when a
 //! workload or flood of the phase failed. A window is
 //! - `dos` when attack spans of its guest cover at least half of it;
-//! - `normal` when it lies within the recorded spans and no attack span touches it;
+//! - `normal` when it lies within the recorded spans and no attack span touches it; the seconds
+//!   between two normal phases of one run (the next phase's workloads starting) count as recorded:
+//!   no flood runs there, as every flood is bounded by its own phase;
 //! - unlabelled otherwise (partly under attack, touching an `unknown` phase, or outside every recorded
 //!   run): nobody can say what the right answer for it is, so it is left out of the metrics.
 
@@ -87,7 +89,7 @@ pub fn window_truth(spans: &[Span], start_ns: i64, end_ns: i64) -> Option<Label>
     };
     let attack = sum(&|s| s.truth.is_attack());
     let unknown = sum(&|s| s.truth == Truth::Unknown);
-    let covered = sum(&|_| true);
+    let covered = sum(&|_| true) + between_normal_phases(spans, start_ns, end_ns) as f64;
     if unknown > 0.0 {
         None
     } else if attack / len >= 0.5 {
@@ -97,6 +99,33 @@ pub fn window_truth(spans: &[Span], start_ns: i64, end_ns: i64) -> Option<Label>
     } else {
         None
     }
+}
+
+/// The longest pause between two phases of one run that is taken as part of the run: a phase's
+/// set-up (workloads and floods starting) takes seconds; a longer pause is a separate recording.
+pub const PHASE_TRANSITION_NS: i64 = 60_000_000_000;
+
+/// How much of `[start_ns, end_ns)` lies in pauses between two consecutive normal spans of the same
+/// scenario (a phase transition inside one run, at most [`PHASE_TRANSITION_NS`] long).
+fn between_normal_phases(spans: &[Span], start_ns: i64, end_ns: i64) -> i64 {
+    let mut normal: Vec<&Span> = spans
+        .iter()
+        .filter(|s| {
+            s.truth == Truth::Normal
+                && s.end_ns > start_ns - PHASE_TRANSITION_NS
+                && s.start_ns < end_ns + PHASE_TRANSITION_NS
+        })
+        .collect();
+    normal.sort_by_key(|s| s.start_ns);
+    normal
+        .windows(2)
+        .filter(|p| p[0].scenario == p[1].scenario)
+        .map(|p| (p[0].end_ns, p[1].start_ns))
+        .filter(|&(a, b)| b > a && b - a <= PHASE_TRANSITION_NS)
+        // Another guest's spans are not here, but one of this guest's (an attack) may lie between.
+        .filter(|&(a, b)| !spans.iter().any(|s| s.start_ns < b && s.end_ns > a && s.truth != Truth::Normal))
+        .map(|(a, b)| (b.min(end_ns) - a.max(start_ns)).max(0))
+        .sum()
 }
 
 /// The role under attack in `[start_ns, end_ns)`: that of the attack span covering most of it.
@@ -132,6 +161,27 @@ mod tests {
         assert_eq!(window_truth(&spans, 400, 450), None);
         assert_eq!(window_role(&spans, 120, 170), Some(Role::Victim));
         assert_eq!(window_role(&spans, 10, 60), None);
+    }
+
+    #[test]
+    fn pauses_between_normal_phases_of_a_run_are_normal() {
+        let s = 1_000_000_000; // 1 s in ns
+        let other = |a: i64, b: i64| Span { scenario: "u".into(), ..span(a, b, Truth::Normal) };
+        // Two normal phases with 7 s of set-up between them: a window across both is normal.
+        let spans = [span(0, 100 * s, Truth::Normal), span(107 * s, 200 * s, Truth::Normal)];
+        assert_eq!(window_truth(&spans, 50 * s, 150 * s), Some(Label::Normal));
+        // The pause alone is normal too (nothing but set-up runs there).
+        assert_eq!(window_truth(&spans, 101 * s, 106 * s), Some(Label::Normal));
+        // A pause longer than a transition is a separate recording: not known.
+        let far = [span(0, 100 * s, Truth::Normal), span(100 * s + PHASE_TRANSITION_NS + s, 300 * s, Truth::Normal)];
+        assert_eq!(window_truth(&far, 50 * s, 150 * s), None);
+        // Two different scenarios back to back: the pause between runs is not bridged.
+        let runs = [span(0, 100 * s, Truth::Normal), other(107 * s, 200 * s)];
+        assert_eq!(window_truth(&runs, 50 * s, 150 * s), None);
+        // Next to an attack phase the rule is unchanged: less than half under attack is unlabelled.
+        let attack = [span(0, 100 * s, Truth::Normal), span(107 * s, 200 * s, Truth::AttackVictim)];
+        assert_eq!(window_truth(&attack, 50 * s, 150 * s), None);
+        assert_eq!(window_truth(&attack, 90 * s, 106 * s), None);
     }
 
     #[test]
