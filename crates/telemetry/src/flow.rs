@@ -751,8 +751,10 @@ mod capture {
                 let sll = unsafe {
                     std::ptr::read_unaligned(self.base.as_ptr().add(off + sll_at).cast::<libc::sockaddr_ll>())
                 };
-                let start = off + h.tp_mac as usize;
-                let len = (h.tp_snaplen as usize).min(end.saturating_sub(start));
+                // Kept inside the block whatever the header says (the kernel's are sane, but a
+                // pointer past the mapping is never formed).
+                let start = (off + h.tp_mac as usize).min(end);
+                let len = (h.tp_snaplen as usize).min(end - start);
                 // SAFETY: `start..start + len` lies inside the block.
                 let frame = unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), len) };
                 off = if h.tp_next_offset == 0 { end } else { off + h.tp_next_offset as usize };
