@@ -20,70 +20,9 @@ mod common;
 const PREFIX: &str = "vmgx";
 const NETWORK: &str = "10.221.0.0/16";
 
-fn prerequisites() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let missing: Vec<&str> = [
-        "ip",
-        "qemu-system-x86_64",
-        "qemu-img",
-        "mkfs.ext4",
-        "debootstrap",
-        "apt-get",
-        "dpkg-deb",
-        "unshare",
-        "setpriv",
-        "curl",
-    ]
-    .into_iter()
-    .filter(|p| exec::which(p).is_none() && !std::path::Path::new(&format!("/usr/sbin/{p}")).exists())
-    .collect();
-    let known = Cmd::new("apt-cache").args(["show", "xen-hypervisor-4.17-amd64"]).run().is_ok();
-    let reason = if !root {
-        "needs root (a lab of namespaces, a tap, a qemu machine running Xen)".to_string()
-    } else if !missing.is_empty() {
-        format!("missing tools: {} (run `make deps`)", missing.join(", "))
-    } else if !known {
-        "apt knows no xen-hypervisor-4.17-amd64 (run `apt-get update`; the images come from apt's Debian mirror)".into()
-    } else {
-        return;
-    };
-    panic!("NOT RUN: xen_live: {reason}: it did not run, so it fails (non-root `make test` leaves *_live out)");
-}
-
-/// Everything of the lab still on the host: namespaces, interfaces, processes with its run dir.
-fn leftovers(run_dir: &str) -> Vec<String> {
-    let p = format!("{PREFIX}-");
-    let mut left: Vec<String> =
-        netns::list().into_iter().filter(|n| n.starts_with(&p)).map(|n| format!("namespace {n}")).collect();
-    let links = Cmd::new("ip").args(["-o", "link"]).stdout().unwrap_or_default();
-    left.extend(links.lines().filter(|l| l.contains(&p)).map(|l| format!("link {l}")));
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline =
-            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
-        let state = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // Zombies wait for their parent to reap them: not alive.
-        let zombie = state.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z'));
-        if cmdline.contains(run_dir) && !cmdline.contains("vmguard") && !zombie {
-            left.push(format!("process {} {cmdline}", e.file_name().to_string_lossy()));
-        }
-    }
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    left.extend(
-        mounts.lines().filter(|l| l.contains(run_dir) || l.contains("/building-xen")).map(|l| format!("mount {l}")),
-    );
-    for f in ["dom0-root.qcow2", "config.img", "data.img", "ctl.sock", "qmp.sock", "trace.sock", "stats.sock"] {
-        let path = format!("{run_dir}/xen/{f}");
-        if std::path::Path::new(&path).exists() {
-            left.push(format!("file {path}"));
-        }
-    }
-    left
-}
-
 #[test]
 fn xen_victim_boots_serves_http_runs_commands_and_leaves_nothing() {
-    prerequisites();
+    common::require_xen_lab("xen_live", &[], "a lab of namespaces, a tap, a qemu machine running Xen");
     let run_dir = format!("/var/lib/vmguard/run/{PREFIX}");
     let started = Instant::now();
     // LiveLab: `lab down` before, and again when dropped (also when an assertion fails).
@@ -142,7 +81,7 @@ fn xen_victim_boots_serves_http_runs_commands_and_leaves_nothing() {
     while exec::pid_alive(qemu_pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let left = leftovers(&run_dir);
+    let left = common::lab_leftovers(PREFIX, &run_dir);
     assert!(left.is_empty(), "left behind after lab down: {left:#?}");
 
     // A `lab up` killed while Xen boots (dom0 up, the domU not yet): `lab down` still removes all.
@@ -167,10 +106,10 @@ fn xen_victim_boots_serves_http_runs_commands_and_leaves_nothing() {
     let down = lab.run(&["lab", "down"]);
     assert!(down.status.success(), "lab down after the kill: {:?}", common::text(&down));
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut left = leftovers(&run_dir);
+    let mut left = common::lab_leftovers(PREFIX, &run_dir);
     while !left.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        left = leftovers(&run_dir);
+        left = common::lab_leftovers(PREFIX, &run_dir);
     }
     assert!(left.is_empty(), "left behind after a killed lab up and lab down: {left:#?}");
 }

@@ -26,40 +26,6 @@ const PREFIX: &str = "vmgxz";
 const NETWORK: &str = "10.225.0.0/16";
 const XEN_ADDR: &str = "10.225.13.2";
 
-fn prerequisites() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let missing: Vec<&str> = [
-        "ip",
-        "nft",
-        "qemu-system-x86_64",
-        "qemu-img",
-        "mkfs.ext4",
-        "debootstrap",
-        "apt-get",
-        "dpkg-deb",
-        "unshare",
-        "setpriv",
-        "curl",
-        "wrk",
-        "iperf3",
-    ]
-    .into_iter()
-    .filter(|p| exec::which(p).is_none() && !std::path::Path::new(&format!("/usr/sbin/{p}")).exists())
-    .collect();
-    let known = Cmd::new("apt-cache").args(["show", "xen-hypervisor-4.17-amd64"]).run().is_ok();
-    let reason = if !root {
-        "needs root (a lab of namespaces, a tap, a qemu machine running Xen, floods)".to_string()
-    } else if !missing.is_empty() {
-        format!("missing tools: {} (run `make deps`)", missing.join(", "))
-    } else if !known {
-        "apt knows no xen-hypervisor-4.17-amd64 (run `apt-get update`; the images come from apt's Debian mirror)".into()
-    } else {
-        return;
-    };
-    panic!("NOT RUN: xen_zombie_live: {reason}: it did not run, so it fails (non-root `make test` leaves *_live out)");
-}
-
 /// The sysctls a defence may change: inside the domU, and in every lab namespace.
 fn sysctls(lab: &common::LiveLab) -> Vec<(String, String)> {
     let keys = ["net/ipv4/tcp_syncookies", "net/ipv4/tcp_max_syn_backlog"];
@@ -99,7 +65,11 @@ fn http_ok() -> bool {
 
 #[test]
 fn the_domu_floods_as_a_zombie_is_defended_and_the_agent_names_it_the_attacker() {
-    prerequisites();
+    common::require_xen_lab(
+        "xen_zombie_live",
+        &["nft", "wrk", "iperf3"],
+        "a lab of namespaces, a tap, a qemu machine running Xen, floods",
+    );
     let started = Instant::now();
     let run_dir = format!("/var/lib/vmguard/run/{PREFIX}");
     // LiveLab: `lab down` before, and again when dropped (also when an assertion fails).

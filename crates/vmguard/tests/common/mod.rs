@@ -218,7 +218,8 @@ impl Drop for LiveLab {
 }
 
 /// Everything of lab `prefix` still on the host: namespaces, interfaces, live processes naming its
-/// run directory, mounts, and the Xen victim's machine files (overlay, config and data disks, sockets).
+/// run directory, mounts (an image build's `/building-xen` too), and the Xen victim's machine files
+/// (overlay, config and data disks, sockets).
 pub fn lab_leftovers(prefix: &str, run_dir: &str) -> Vec<String> {
     let p = format!("{prefix}-");
     let mut left: Vec<String> =
@@ -236,12 +237,41 @@ pub fn lab_leftovers(prefix: &str, run_dir: &str) -> Vec<String> {
         }
     }
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    left.extend(mounts.lines().filter(|l| l.contains(run_dir)).map(|l| format!("mount {l}")));
-    for f in ["dom0-root.qcow2", "config.img", "data.img", "ctl.sock", "qmp.sock"] {
+    left.extend(
+        mounts.lines().filter(|l| l.contains(run_dir) || l.contains("/building-xen")).map(|l| format!("mount {l}")),
+    );
+    for f in ["dom0-root.qcow2", "config.img", "data.img", "ctl.sock", "qmp.sock", "trace.sock", "stats.sock"] {
         let path = format!("{run_dir}/xen/{f}");
         if std::path::Path::new(&path).exists() {
             left.push(format!("file {path}"));
         }
     }
     left
+}
+
+/// Fails a Xen live test with `NOT RUN: test: reason` unless it can run: root, the tools a Xen lab
+/// needs plus `extra`, and apt knowing Debian's Xen packages (the images come from apt's mirror).
+/// `needs` says what root is for in this test.
+pub fn require_xen_lab(test: &str, extra: &[&str], needs: &str) {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = ["ip", "qemu-system-x86_64", "qemu-img", "mkfs.ext4", "debootstrap", "apt-get", "dpkg-deb"];
+    let missing: Vec<&str> = tools
+        .iter()
+        .chain(&["unshare", "setpriv", "curl"])
+        .chain(extra)
+        .copied()
+        .filter(|p| exec::which(p).is_none() && !Path::new(&format!("/usr/sbin/{p}")).exists())
+        .collect();
+    let known = exec::Cmd::new("apt-cache").args(["show", "xen-hypervisor-4.17-amd64"]).run().is_ok();
+    let reason = if !root {
+        format!("needs root ({needs})")
+    } else if !missing.is_empty() {
+        format!("missing tools: {} (run `make deps`)", missing.join(", "))
+    } else if !known {
+        "apt knows no xen-hypervisor-4.17-amd64 (run `apt-get update`; the images come from apt's Debian mirror)".into()
+    } else {
+        return;
+    };
+    panic!("NOT RUN: {test}: {reason}: it did not run, so it fails (non-root `make test` leaves *_live out)");
 }
