@@ -66,6 +66,8 @@ pub struct RecordReport {
     pub failures: Vec<String>,
     /// Stopped before the last phase.
     pub interrupted: bool,
+    /// Each phase that ran, with its interval and what it ran (as stored for its family).
+    pub phases: Vec<crate::family::PhaseRecord>,
 }
 
 fn flood_job(state: &lab::LabState, f: &FloodSpec, dur: Duration) -> Result<Job<LaunchError>, LaunchError> {
@@ -166,7 +168,7 @@ pub fn record(
         store::Store::open(&opts.store).map_err(|source| RecordError::Labels { path: path.clone(), source })?;
     st.add_labels(&labels).map_err(|source| RecordError::Labels { path: path.clone(), source })?;
     // What each phase ran, so its scenario family is known later (`detect eval --leave-one-family-out`).
-    crate::family::store_run(&mut st, &scenario.name, start_ns, phases)
+    crate::family::store_run(&mut st, &scenario.name, start_ns, phases.clone())
         .map_err(|source| RecordError::Labels { path: path.clone(), source })?;
     Ok(RecordReport {
         scenario: scenario.name.clone(),
@@ -180,5 +182,6 @@ pub fn record(
             .collect(),
         failures,
         interrupted,
+        phases,
     })
 }

@@ -48,7 +48,7 @@ pub enum Command {
     /// Sample every guest's counters each interval into the store, and serve them as OpenMetrics.
     Collect(cmd::collect::CollectArgs),
     /// The main job end to end on embedded defaults (what `make demo` runs).
-    Demo,
+    Demo(cmd::demo::DemoArgs),
     /// Flood a lab victim (SYN, SYN to a closed port, ACK, UDP), bounded in time and count.
     Flood(cmd::flood::FloodArgs),
     /// Internal: the part of a flood that runs inside a victim (started by `vmguard flood --from`).
@@ -86,7 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Lab(c) => cmd::lab::run(&cli, c),
         Command::Mitigate(c) => cmd::mitigate::run(&cli, c),
         Command::Collect(a) => cmd::collect::run(&cli, a),
-        Command::Demo => cmd::demo::run(&cli),
+        Command::Demo(a) => cmd::demo::run(&cli, a),
         Command::Flood(a) => cmd::flood::run(&cli, a),
         Command::FloodAgent { request } => cmd::flood::agent(request),
         Command::Detect(c) => cmd::detect::run(&cli, c),
