@@ -12,6 +12,7 @@ pub mod http;
 pub mod image;
 mod lab;
 pub mod net;
+pub mod relay;
 pub mod spec;
 pub mod state;
 pub mod victim;
