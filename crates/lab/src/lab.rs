@@ -351,6 +351,18 @@ pub struct XenStatus {
     /// Why `domains` is empty, when dom0 did not answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domains_error: Option<String>,
+    /// The stream relay serving the trace and stats sockets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayReport {
+    pub pid: u32,
+    pub alive: bool,
+    /// Its counters per stream (from its status file, written every second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::relay::RelayStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -400,7 +412,12 @@ pub fn status(spec: &LabSpec) -> Result<StatusReport, LabError> {
                     Ok(d) => (d, None),
                     Err(e) => (Vec::new(), Some(e.to_string())),
                 };
-                XenStatus { info, domains, domains_error }
+                let relay = info.relay_pid.map(|pid| RelayReport {
+                    pid,
+                    alive: exec::pid_alive(pid),
+                    status: info.relay_status.as_deref().and_then(crate::relay::RelayStatus::read),
+                });
+                XenStatus { info, domains, domains_error, relay }
             }),
         })
         .collect();

@@ -18,7 +18,9 @@ pub mod state;
 pub mod victim;
 pub mod xen_image;
 
-pub use lab::{DownReport, StatusReport, VictimStatus, down, gateway_drop, require_root, status, up};
+pub use lab::{
+    DownReport, RelayReport, StatusReport, VictimStatus, XenStatus, down, gateway_drop, require_root, status, up,
+};
 pub use spec::{
     AccelChoice, BUILT_VICTIMS, ContainerSpec, Host, LabSpec, Plan, QemuNetBackend, QemuSpec, Rate, VictimKind, XenSpec,
 };

@@ -220,6 +220,25 @@ pub fn lab_status(report: &lab::StatusReport) {
         if let Some(e) = &x.domains_error {
             println!("  domains: dom0 did not answer ({e})");
         }
+        if let Some(r) = &x.relay {
+            let alive = if r.alive { "running" } else { "NOT RUNNING" };
+            println!("  stream relay: pid {} ({alive})", r.pid);
+            for c in r.status.iter().flat_map(|s| &s.channels) {
+                println!(
+                    "    {}: qemu {} ({} connects), {} readers ({} in all, {} refused), {} bytes in, {} dropped with no reader, {} dropped for slow readers ({} overflowed)",
+                    c.name,
+                    if c.upstream_connected { "connected" } else { "NOT CONNECTED" },
+                    c.upstream_connects,
+                    c.readers,
+                    c.readers_total,
+                    c.readers_refused,
+                    c.upstream_bytes,
+                    c.unread_bytes,
+                    c.reader_dropped_bytes,
+                    c.readers_overflowed
+                );
+            }
+        }
         let rows = x.domains.iter().map(|d| {
             vec![
                 d.name.clone(),

@@ -8,13 +8,16 @@
 //!                                  virtio-serial ──── dom0 ── vmgctl ── vif1.1 ══ domU eth (169.254.77.2)
 //! ```
 //!
-//! **Telemetry from dom0**: two more virtio-serial ports, each a unix socket in the run directory that
-//! telemetry connects to (recorded in [`XenInfo`]). On `vmguard.trace` dom0 runs xentrace for the life
-//! of dom0 (restarted if it ends) on the hypercall, HVM and scheduler classes ([`XENTRACE_MASK`]); the
-//! host parses the records into per-domain hypercall counts (`telemetry::xen::stream`). On
-//! `vmguard.stats` dom0 writes its `/proc/net/dev` every second: the domU's vif counters as netback
-//! sees them. Both block in dom0 while no reader is connected (Xen then drops trace records and says
-//! how many in its next `TRC_LOST_RECORDS`); a reader that connects late or again resynchronises.
+//! **Telemetry from dom0**: two more virtio-serial ports, whose host ends are qemu chardev sockets
+//! (`trace.qemu.sock`, `stats.qemu.sock`). On `vmguard.trace` dom0 runs xentrace for the life of dom0
+//! (restarted if it ends) on the hypercall, HVM and scheduler classes ([`XENTRACE_MASK`]); the host
+//! parses the records into per-domain hypercall counts (`telemetry::xen::stream`). On `vmguard.stats`
+//! dom0 writes its `/proc/net/dev` every second: the domU's vif counters as netback sees them. A qemu
+//! chardev serves one client, so the lab starts [`crate::relay`] (`vmguard-xen-relay`) right after
+//! qemu: the one client of both, draining them always (dom0 never blocks, Xen's buffers never fill
+//! for want of a reader) and serving any number of readers on `trace.sock` and `stats.sock` (recorded
+//! in [`XenInfo`]). A reader that joins gets the stream from then on: xentrace's at any byte (it
+//! resynchronises), the stats in whole lines.
 //!
 //! **Command channel** (`lab exec xen -- CMD`): the host talks to dom0 over a virtio-serial port with
 //! the qemu guest's protocol ([`super::qemu::guest_run`]), and dom0 relays a command for the domU
@@ -84,6 +87,11 @@ pub struct XenInfo {
     pub trace_socket: Option<PathBuf>,
     #[serde(default)]
     pub stats_socket: Option<PathBuf>,
+    /// The stream relay serving both (its PID is among the victim's too) and its counters' file.
+    #[serde(default)]
+    pub relay_pid: Option<u32>,
+    #[serde(default)]
+    pub relay_status: Option<PathBuf>,
 }
 
 /// The per-lab settings of a Xen machine: everything its generated files and command line say.
@@ -204,7 +212,10 @@ impl Params {
         a.extend(["-device".into(), "virtio-serial-pci".into(), "-chardev".into()]);
         a.push(format!("socket,id=ctl,path={},server=on,wait=off", files.control.display()));
         a.extend(["-device".into(), "virtserialport,chardev=ctl,name=vmguard.ctl".into()]);
-        for (id, path, port) in [("trace", &files.trace, "vmguard.trace"), ("stats", &files.stats, "vmguard.stats")] {
+        // qemu's ends of the telemetry ports: the relay is their one client.
+        let ports =
+            [("trace", &files.trace_upstream, "vmguard.trace"), ("stats", &files.stats_upstream, "vmguard.stats")];
+        for (id, path, port) in ports {
             a.push("-chardev".into());
             a.push(format!("socket,id={id},path={},server=on,wait=off", path.display()));
             a.extend(["-device".into(), format!("virtserialport,chardev={id},name={port}")]);
@@ -222,8 +233,13 @@ pub struct MachineFiles {
     pub console: PathBuf,
     pub qmp: PathBuf,
     pub control: PathBuf,
+    /// The relay's sockets, which readers connect to, and qemu's, which the relay reads.
     pub trace: PathBuf,
     pub stats: PathBuf,
+    pub trace_upstream: PathBuf,
+    pub stats_upstream: PathBuf,
+    pub relay_status: PathBuf,
+    pub relay_log: PathBuf,
     pub tap: String,
 }
 
@@ -238,6 +254,10 @@ impl MachineFiles {
             control: dir.join("ctl.sock"),
             trace: dir.join("trace.sock"),
             stats: dir.join("stats.sock"),
+            trace_upstream: dir.join("trace.qemu.sock"),
+            stats_upstream: dir.join("stats.qemu.sock"),
+            relay_status: dir.join("relay.json"),
+            relay_log: dir.join("relay.log"),
             tap: tap.to_string(),
         }
     }
@@ -379,6 +399,8 @@ pub fn start(
         .args(params.qemu_args(accel.accel, image, &files))
         .netns(&host.ns)
         .spawn_detached(&log)?;
+    // In the same namespace as qemu: `lab down` finds both there after a crash.
+    let relay_pid = start_relay(&files, &host.ns)?;
     Ok(VictimState {
         accelerator: Some(accel.accel.as_str().into()),
         host_iface: files.tap.clone(),
@@ -396,9 +418,62 @@ pub fn start(
             domu_id: None,
             trace_socket: Some(files.trace.clone()),
             stats_socket: Some(files.stats.clone()),
+            relay_pid: Some(relay_pid),
+            relay_status: Some(files.relay_status.clone()),
         }),
-        ..VictimState::new(VictimKind::Xen, host, vec![pid], files.console.clone())
+        // qemu first: `wait_booted` watches pids[0]; the relay is the victim's too (status, down).
+        ..VictimState::new(VictimKind::Xen, host, vec![pid, relay_pid], files.console.clone())
     })
+}
+
+/// `vmguard-xen-relay` next to the running binary (the same cargo target directory), else on PATH.
+pub fn relay_binary() -> Result<PathBuf, LabError> {
+    use crate::relay::RELAY_BIN;
+    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join(RELAY_BIN)));
+    if let Some(p) = beside.filter(|p| p.is_file()) {
+        return Ok(p);
+    }
+    exec::which(RELAY_BIN).ok_or_else(|| {
+        LabError::Missing(format!(
+            "{RELAY_BIN} (the Xen victim's stream relay), neither next to {} nor on PATH: run `cargo build -p lab`",
+            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "vmguard".into())
+        ))
+    })
+}
+
+/// The relay's command line (after the binary).
+pub fn relay_args(files: &MachineFiles) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = vec!["--trace".into()];
+    a.extend([files.trace_upstream.clone().into(), files.trace.clone().into(), "--stats".into()]);
+    a.extend([files.stats_upstream.clone().into(), files.stats.clone().into(), "--status".into()]);
+    a.push(files.relay_status.clone().into());
+    a
+}
+
+/// Start the stream relay and wait until it listens for readers (qemu's sockets may come later:
+/// the relay connects to them when they do).
+fn start_relay(files: &MachineFiles, ns: &str) -> Result<u32, LabError> {
+    let bin = relay_binary()?;
+    for p in [&files.trace, &files.stats, &files.relay_status] {
+        let _ = std::fs::remove_file(p);
+    }
+    let pid = Cmd::new(&bin).args(relay_args(files)).netns(ns).spawn_detached(&files.relay_log)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fail = |reason: String| LabError::Victim { victim: "xen".into(), reason, log: files.relay_log.clone() };
+    while !(files.trace.exists() && files.stats.exists()) {
+        if !exec::pid_alive(pid) {
+            return Err(fail(format!(
+                "{} exited at start: {}",
+                crate::relay::RELAY_BIN,
+                super::qemu::tail(&files.relay_log, 3)
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(fail(format!("{} did not listen within 10 s", crate::relay::RELAY_BIN)));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(pid)
 }
 
 /// The lab's config disk (ext4, read-only in dom0): dom0's init and params, the domU's kernel,
@@ -662,7 +737,14 @@ mod tests {
         assert!(args.contains(&"file=/run/lab/xen/config.img,format=raw,if=virtio,readonly=on".to_string()));
         assert!(args.contains(&"file=/run/lab/xen/data.img,format=raw,if=virtio,cache=none,aio=threads".to_string()));
         assert!(args.contains(&"virtserialport,chardev=ctl,name=vmguard.ctl".to_string()));
-        assert!(args.contains(&"socket,id=trace,path=/run/lab/xen/trace.sock,server=on,wait=off".to_string()));
+        // qemu's telemetry sockets are the relay's upstreams; readers use the relay's.
+        assert!(args.contains(&"socket,id=trace,path=/run/lab/xen/trace.qemu.sock,server=on,wait=off".to_string()));
+        assert!(args.contains(&"socket,id=stats,path=/run/lab/xen/stats.qemu.sock,server=on,wait=off".to_string()));
+        let relay: Vec<String> = relay_args(&files).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            relay.join(" "),
+            "--trace /run/lab/xen/trace.qemu.sock /run/lab/xen/trace.sock --stats /run/lab/xen/stats.qemu.sock /run/lab/xen/stats.sock --status /run/lab/xen/relay.json"
+        );
         assert!(args.contains(&"virtserialport,chardev=trace,name=vmguard.trace".to_string()));
         assert!(args.contains(&"virtserialport,chardev=stats,name=vmguard.stats".to_string()));
         let kvm = p.qemu_args(Accel::Kvm, &image(), &files);

@@ -232,7 +232,9 @@ pub fn lab_leftovers(prefix: &str, run_dir: &str) -> Vec<String> {
         let state = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
         // Zombies wait for their parent to reap them: not alive.
         let zombie = state.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z'));
-        if cmdline.contains(run_dir) && !cmdline.contains("vmguard") && !zombie {
+        // vmguard itself names the run directory; the Xen stream relay is the lab's.
+        let ours = !cmdline.contains("vmguard") || cmdline.contains(lab::relay::RELAY_BIN);
+        if cmdline.contains(run_dir) && ours && !zombie {
             left.push(format!("process {} {cmdline}", e.file_name().to_string_lossy()));
         }
     }
@@ -240,7 +242,9 @@ pub fn lab_leftovers(prefix: &str, run_dir: &str) -> Vec<String> {
     left.extend(
         mounts.lines().filter(|l| l.contains(run_dir) || l.contains("/building-xen")).map(|l| format!("mount {l}")),
     );
-    for f in ["dom0-root.qcow2", "config.img", "data.img", "ctl.sock", "qmp.sock", "trace.sock", "stats.sock"] {
+    let files = ["dom0-root.qcow2", "config.img", "data.img", "ctl.sock", "qmp.sock", "trace.sock", "stats.sock"];
+    let relay = ["trace.qemu.sock", "stats.qemu.sock", "relay.json"];
+    for f in files.iter().chain(&relay) {
         let path = format!("{run_dir}/xen/{f}");
         if std::path::Path::new(&path).exists() {
             left.push(format!("file {path}"));
