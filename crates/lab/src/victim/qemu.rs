@@ -377,6 +377,12 @@ pub enum GuestChannelError {
     /// The command printed output but did not finish in time.
     #[error("the guest command did not finish within {0:?}")]
     Unfinished(Duration),
+    /// Another command held the channel for the whole wait.
+    #[error("the guest's command channel was busy with another command for {0:?}: try again when it is done")]
+    Busy(Duration),
+    /// The channel's lock file cannot be opened or locked.
+    #[error("cannot take the command channel's lock {path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
 }
 
 impl GuestChannelError {
@@ -386,9 +392,11 @@ impl GuestChannelError {
     }
 }
 
-/// Run a shell script inside the guest over its virtio-serial command channel.
+/// Run a shell script inside the guest over its virtio-serial command channel. Callers take turns
+/// ([`lock_channel`], waiting at most `timeout`); `timeout` then bounds the silence of the command.
 pub fn guest_run(control_socket: &Path, script: &str, timeout: Duration) -> Result<GuestOutput, LabError> {
     let fail = |source: GuestChannelError| LabError::GuestChannel { socket: control_socket.to_path_buf(), source };
+    let _turn = lock_channel(control_socket, timeout).map_err(fail)?;
     let mut stream = UnixStream::connect(control_socket).map_err(|e| fail(GuestChannelError::Connect(e)))?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| fail(GuestChannelError::Send(e)))?;
     let id = format!(
@@ -426,9 +434,77 @@ pub fn guest_run(control_socket: &Path, script: &str, timeout: Duration) -> Resu
     }
 }
 
+/// The holder of a command channel's turn; dropping it ends the turn.
+#[derive(Debug)]
+pub struct ChannelTurn(#[allow(dead_code)] std::fs::File);
+
+/// Wait (at most `wait`) for this process's or any other's command on the channel to end, and hold
+/// the channel until the returned turn drops. qemu's chardev socket serves one client at a time: a
+/// second client's connection waits unaccepted in the kernel's backlog with its command already
+/// written, so its timeout runs out behind the other command, and once it has given up qemu still
+/// accepts it and the guest runs a command nobody waits for (a flood included). An flock on a file
+/// beside the socket makes clients take turns, threads and processes alike, and a command is sent
+/// only when it is the channel's.
+pub fn lock_channel(control_socket: &Path, wait: Duration) -> Result<ChannelTurn, GuestChannelError> {
+    let mut path = control_socket.as_os_str().to_owned();
+    path.push(".lock");
+    let path = PathBuf::from(path);
+    let lock_err = |source| GuestChannelError::Lock { path: path.clone(), source };
+    let file = match std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path) {
+        Ok(f) => f,
+        // The run directory is gone: so is the guest.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(GuestChannelError::Connect(e)),
+        Err(e) => return Err(lock_err(e)),
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(ChannelTurn(file)),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(GuestChannelError::Busy(wait)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_take_turns_on_the_channel_and_a_long_wait_is_busy_not_silent() {
+        let dir = tempfile::Builder::new().prefix("vmguard-lab-turn-").tempdir().unwrap();
+        let sock = dir.path().join("ctl.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        // A guest that answers one command at a time, slowly, like qemu's one-client chardev.
+        let guest = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (conn, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&conn).read_line(&mut line).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                let id = line.split_whitespace().next().unwrap().to_string();
+                writeln!(&conn, "ok\n@@VMGUARD-EXIT {id} 0").unwrap();
+            }
+        });
+        let held = lock_channel(&sock, Duration::from_secs(1)).unwrap();
+        // While the turn is held, another caller waits, and says busy when its wait runs out.
+        let err = guest_run(&sock, "true", Duration::from_millis(150)).unwrap_err();
+        assert!(matches!(err, LabError::GuestChannel { source: GuestChannelError::Busy(_), .. }), "{err}");
+        assert!(!err.is_guest_channel_silent(), "{err}");
+        drop(held);
+        // Two callers at once: each waits its turn, and each gets its own answer.
+        let a = std::thread::spawn({
+            let sock = sock.clone();
+            move || guest_run(&sock, "a", Duration::from_secs(2)).unwrap()
+        });
+        let b = guest_run(&sock, "b", Duration::from_secs(2)).unwrap();
+        assert_eq!(b.output, "ok\n");
+        assert_eq!(a.join().unwrap().output, "ok\n");
+        guest.join().unwrap();
+    }
 
     #[test]
     fn a_silent_guest_is_told_apart() {
