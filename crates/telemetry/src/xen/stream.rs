@@ -221,7 +221,7 @@ fn read_stream<S: Sink>(path: PathBuf, shared: Arc<Shared<S>>) {
                         return;
                     }
                     match sock.read(&mut buf) {
-                        Ok(0) => break "qemu closed the socket".to_string(),
+                        Ok(0) => break "the stream's socket was closed (the relay or qemu ended)".to_string(),
                         Ok(n) => {
                             let mut st = shared.lock();
                             st.sink.feed(&buf[..n]);
@@ -304,7 +304,9 @@ impl<S: Sink> Reader<S> {
             format!("no data for {:.1} s while connected (is it running in dom0?)", quiet.as_secs_f64())
         } else {
             match &link.last_error {
-                Some(e) => format!("not connected: {e} (is the Xen machine's qemu running?)"),
+                Some(e) => format!(
+                    "not connected: {e} (are the Xen machine's qemu and vmguard-xen-relay running? `vmguard lab status` shows both)"
+                ),
                 None => "not connected yet".into(),
             }
         };

@@ -242,7 +242,16 @@ pub fn lab_leftovers(prefix: &str, run_dir: &str) -> Vec<String> {
     left.extend(
         mounts.lines().filter(|l| l.contains(run_dir) || l.contains("/building-xen")).map(|l| format!("mount {l}")),
     );
-    let files = ["dom0-root.qcow2", "config.img", "data.img", "ctl.sock", "qmp.sock", "trace.sock", "stats.sock"];
+    let files = [
+        "dom0-root.qcow2",
+        "config.img",
+        "data.img",
+        "ctl.sock",
+        "ctl.sock.lock",
+        "qmp.sock",
+        "trace.sock",
+        "stats.sock",
+    ];
     let relay = ["trace.qemu.sock", "stats.qemu.sock", "relay.json"];
     for f in files.iter().chain(&relay) {
         let path = format!("{run_dir}/xen/{f}");
