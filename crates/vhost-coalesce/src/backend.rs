@@ -383,8 +383,8 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        // None: a single queue pair without config space needs none, and without REPLY_ACK a
-        // request the relay holds back needs no reply.
+        // None of our own: a single queue pair without config space needs none. The vhost crate
+        // adds REPLY_ACK whatever we say; the relay answers the requests it holds back.
         VhostUserProtocolFeatures::empty()
     }
 

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use clap::{Parser, ValueEnum};
@@ -161,15 +161,18 @@ fn serve_one(
     started.map_err(|e| format!("vhost-user daemon start: {e}"))?;
 
     let (q2, d2) = (qemu.try_clone().map_err(|e| e.to_string())?, to_daemon.try_clone().map_err(|e| e.to_string())?);
+    // Both directions write to QEMU's socket (the relay acknowledges held requests itself).
+    let front_lock = Arc::new(Mutex::new(()));
+    let lock2 = front_lock.clone();
     let up = thread::spawn(move || {
-        if let Err(e) = relay::frontend_to_backend(&qemu, &to_daemon) {
+        if let Err(e) = relay::frontend_to_backend(&qemu, &to_daemon, &front_lock) {
             tracing::debug!(error = %e, "relay from QEMU ended");
         }
         let _ = to_daemon.shutdown(Shutdown::Both);
         let _ = qemu.shutdown(Shutdown::Both);
     });
     let down = thread::spawn(move || {
-        if let Err(e) = relay::backend_to_frontend(&d2, &q2) {
+        if let Err(e) = relay::backend_to_frontend(&d2, &q2, &lock2) {
             tracing::debug!(error = %e, "relay to QEMU ended");
         }
         let _ = q2.shutdown(Shutdown::Both);
