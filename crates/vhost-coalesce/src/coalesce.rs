@@ -369,4 +369,51 @@ mod tests {
         }
         assert!((r.rate() - 50_000.0).abs() < 2_500.0, "rate {}", r.rate());
     }
+
+    proptest::proptest! {
+        /// The suspect of issue 11 (wrk starved under adaptive): a notification owed but never
+        /// sent. Whatever the events, their timing around the threshold and mode switches, a
+        /// frame left pending always has the timer armed, and the timer notifies it by the
+        /// deadline.
+        #[test]
+        fn a_pending_frame_always_has_a_timer(
+            events in proptest::collection::vec((0u8..5, 0u64..3000, 1u32..70), 1..400),
+            threshold in 0u64..40_000,
+        ) {
+            let adaptive = Mode::Adaptive { rx_usecs: 200, rx_frames: 32, pps_threshold: threshold };
+            let mut c = Coalescer::new(adaptive);
+            let mut now = 0u64;
+            let mut deadline: Option<u64> = None;
+            for (kind, gap, n) in events {
+                now += gap;
+                if deadline.is_some_and(|d| now >= d) {
+                    // The timer fires at its deadline, before later events.
+                    let want = if c.pending() > 0 { Action::Notify } else { Action::Hold };
+                    proptest::prop_assert_eq!(c.on_timer(), want);
+                    deadline = None;
+                }
+                let action = match kind {
+                    0 | 1 => c.on_frames(n, us(now)),
+                    2 => c.on_ring_dry(),
+                    3 => c.set_mode(if n % 2 == 0 { adaptive } else { FIXED }),
+                    _ => c.on_frames(0, us(now)),
+                };
+                match action {
+                    Action::Notify => {
+                        proptest::prop_assert_eq!(c.pending(), 0);
+                        deadline = None;
+                    }
+                    Action::ArmTimer(after) => {
+                        proptest::prop_assert!(after <= us(200));
+                        deadline = Some(now + after.as_micros() as u64);
+                    }
+                    Action::Hold => {}
+                }
+                if c.pending() > 0 {
+                    proptest::prop_assert!(c.timer_armed(), "{} frames pending, no timer", c.pending());
+                    proptest::prop_assert!(deadline.is_some(), "{} frames pending, no timerfd armed", c.pending());
+                }
+            }
+        }
+    }
 }
