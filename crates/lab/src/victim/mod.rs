@@ -27,6 +27,21 @@ pub fn write_www(dir: &Path, who: &str) -> Result<(), LabError> {
     std::fs::write(dir.join("index.html"), page).map_err(|e| LabError::io(format!("writing {}", dir.display()), e))
 }
 
+/// One of vmguard's own helper binaries (`name`): next to the running binary (the same cargo target
+/// directory), else on PATH; missing, an error naming what it is for and how to build it.
+pub fn companion_binary(name: &str, purpose: &str, build: &str) -> Result<std::path::PathBuf, LabError> {
+    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join(name)));
+    if let Some(p) = beside.filter(|p| p.is_file()) {
+        return Ok(p);
+    }
+    exec::which(name).ok_or_else(|| {
+        LabError::Missing(format!(
+            "{name} ({purpose}), neither next to {} nor on PATH: run `{build}`",
+            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "vmguard".into())
+        ))
+    })
+}
+
 /// What a command run inside a victim printed, and its exit status.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VictimOutput {

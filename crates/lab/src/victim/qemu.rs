@@ -279,16 +279,11 @@ pub const VHOST_BACKEND_BIN: &str = "vmguard-vhost-net";
 
 /// `vmguard-vhost-net` next to the running binary (the same cargo target directory), else on PATH.
 pub fn vhost_backend_binary() -> Result<PathBuf, LabError> {
-    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join(VHOST_BACKEND_BIN)));
-    if let Some(p) = beside.filter(|p| p.is_file()) {
-        return Ok(p);
-    }
-    exec::which(VHOST_BACKEND_BIN).ok_or_else(|| {
-        LabError::Missing(format!(
-            "{VHOST_BACKEND_BIN} (for [lab.qemu] net_backend = \"vhost-user\"), neither next to {} nor on PATH: run `cargo build -p vhost-coalesce`",
-            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "vmguard".into())
-        ))
-    })
+    super::companion_binary(
+        VHOST_BACKEND_BIN,
+        "for [lab.qemu] net_backend = \"vhost-user\"",
+        "cargo build -p vhost-coalesce",
+    )
 }
 
 struct VhostBackend {

@@ -428,17 +428,7 @@ pub fn start(
 
 /// `vmguard-xen-relay` next to the running binary (the same cargo target directory), else on PATH.
 pub fn relay_binary() -> Result<PathBuf, LabError> {
-    use crate::relay::RELAY_BIN;
-    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join(RELAY_BIN)));
-    if let Some(p) = beside.filter(|p| p.is_file()) {
-        return Ok(p);
-    }
-    exec::which(RELAY_BIN).ok_or_else(|| {
-        LabError::Missing(format!(
-            "{RELAY_BIN} (the Xen victim's stream relay), neither next to {} nor on PATH: run `cargo build -p lab`",
-            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "vmguard".into())
-        ))
-    })
+    super::companion_binary(crate::relay::RELAY_BIN, "the Xen victim's stream relay", "cargo build -p lab")
 }
 
 /// The relay's command line (after the binary).
