@@ -28,6 +28,9 @@ pub enum BenchError {
     /// A tool's or the kernel's output could not be understood.
     #[error(transparent)]
     Parse(#[from] ParseError),
+    /// iperf3 ran and failed (see [`parse::iperf::IperfError`]).
+    #[error(transparent)]
+    Iperf(#[from] parse::iperf::IperfError),
     /// An external command failed (client side, or a setting made from the host).
     #[error(transparent)]
     Exec(#[from] exec::ExecError),
@@ -94,6 +97,18 @@ impl BenchError {
             BenchError::InVictim { source, .. } => source.is_guest_channel_silent(),
             BenchError::Setup { source, .. } => source.is_guest_channel_silent(),
             _ => false,
+        }
+    }
+
+    /// A failure a second run of the cell may not repeat: the guest's command channel went silent
+    /// (e.g. a guest fsync stuck behind the host's writeback), or iperf3 lost its connection (its
+    /// control connection has been seen to drop under a flood on a TCG guest, while the next run
+    /// measured). A parse error, a missing tool or a failed setup would fail again.
+    pub fn worth_another_run(&self) -> bool {
+        match self {
+            BenchError::Iperf(parse::iperf::IperfError::Reported(_)) => true,
+            BenchError::Setup { .. } => false,
+            _ => self.is_guest_channel_silent(),
         }
     }
 }

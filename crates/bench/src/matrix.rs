@@ -480,6 +480,14 @@ pub struct CellRecord {
     pub flood: Option<FloodFigures>,
     pub accelerator: Option<String>,
     pub elapsed_secs: f64,
+    /// Runs it took: 2 when the first failed in a way worth another run (its error is in the raw
+    /// output). Records stored before this field was added ran once.
+    #[serde(default = "one_run")]
+    pub runs: u32,
+}
+
+fn one_run() -> u32 {
+    1
 }
 
 #[cfg(test)]

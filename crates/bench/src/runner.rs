@@ -85,9 +85,9 @@ pub fn run_matrix(
             }
             on_event(Event::Started(cell));
             let started = Instant::now();
-            let (result, raw) = match ctx.as_mut() {
+            let (result, raw, runs) = match ctx.as_mut() {
                 Some(ctx) => ctx.run_cell(cell),
-                None => (Err(no_victim_error(kind)), String::new()),
+                None => (Err(no_victim_error(kind)), String::new(), 1),
             };
             let result = match result {
                 Ok(_) if stop.load(Ordering::SeqCst) => Err(INTERRUPTED.to_string()),
@@ -97,6 +97,7 @@ pub fn run_matrix(
             let record = match result {
                 Ok(mut r) => {
                     r.elapsed_secs = started.elapsed().as_secs_f64();
+                    r.runs = runs;
                     r
                 }
                 Err(e) => CellRecord {
@@ -110,6 +111,7 @@ pub fn run_matrix(
                     flood: None,
                     accelerator: ctx.as_ref().and_then(|c| c.victim.accelerator.clone()),
                     elapsed_secs: started.elapsed().as_secs_f64(),
+                    runs,
                 },
             };
             on_event(Event::Done(&record, &raw));
@@ -366,13 +368,31 @@ impl<'a> VictimCtx<'a> {
         self.fileio.clone().expect("set above")
     }
 
-    fn run_cell(&mut self, cell: &CellSpec) -> (Result<CellRecord, BenchError>, String) {
+    /// Run a cell; one that failed in a way a second run may not repeat
+    /// ([`BenchError::worth_another_run`]) runs once more, whole (an attack cell with a fresh bounded
+    /// flood). The first run's error stays in the raw output; the record counts the runs.
+    fn run_cell(&mut self, cell: &CellSpec) -> (Result<CellRecord, BenchError>, String, u32) {
         let mut raw = String::new();
-        let r = self.run_cell_inner(cell, &mut raw);
+        let mut runs = 1;
+        let mut r = self.run_cell_once(cell, &mut raw);
+        if let Err(e) = &r
+            && e.worth_another_run()
+            && !self.stop.load(Ordering::SeqCst)
+        {
+            tracing::warn!("{cell:?}: {e}; running the cell once more");
+            raw.push_str(&format!("\n[vmguard: the run failed ({e}); running the cell once more]\n"));
+            runs = 2;
+            r = self.run_cell_once(cell, &mut raw);
+        }
+        (r, raw, runs)
+    }
+
+    fn run_cell_once(&mut self, cell: &CellSpec, raw: &mut String) -> Result<CellRecord, BenchError> {
+        let r = self.run_cell_inner(cell, raw);
         if cell.phase == Phase::Attack {
             std::thread::sleep(SETTLE);
         }
-        (r, raw)
+        r
     }
 
     fn run_cell_inner(&mut self, cell: &CellSpec, raw: &mut String) -> Result<CellRecord, BenchError> {
@@ -414,7 +434,7 @@ impl<'a> VictimCtx<'a> {
         }
         // A stop ends the flood at once; the benchmark inside the victim runs to its end.
         let stop_flood = flood.as_ref().map(RunningFlood::stopper);
-        let mut outcome = stop_while(
+        let outcome = stop_while(
             self.stop,
             move || {
                 if let Some(s) = stop_flood {
@@ -423,18 +443,6 @@ impl<'a> VictimCtx<'a> {
             },
             || self.benchmark(cell.benchmark, raw),
         );
-        // The guest's command channel has (rarely) gone silent for a whole run, e.g. a guest fsync
-        // stuck behind the host's writeback. An idle cell is run once more; the first error stays in
-        // the raw output. An attack cell is not: its bounded flood has ended by then.
-        if cell.phase == Phase::Idle
-            && !self.stop.load(Ordering::SeqCst)
-            && let Err(e) = &outcome
-            && e.is_guest_channel_silent()
-        {
-            tracing::warn!("{cell:?}: {e}; running the idle cell once more");
-            raw.push_str("\n[vmguard: retried after the guest command channel went silent]\n");
-            outcome = self.benchmark(cell.benchmark, raw);
-        }
         let flood = flood.map(flood_figures).transpose()?;
         let after = HostSnapshot::take(&mut self.collector)?;
         let host = before.figures(&after);
@@ -458,6 +466,7 @@ impl<'a> VictimCtx<'a> {
             flood,
             accelerator: self.victim.accelerator.clone(),
             elapsed_secs: 0.0,
+            runs: 1,
         })
     }
 
@@ -862,6 +871,15 @@ mod tests {
             }),
         };
         assert!(!closed.is_guest_channel_silent());
+        // Worth a second run: a silent channel, iperf3's own failure. Not: a failed setup (kept for
+        // every later cell, it would fail again at once), a closed channel, output that is no JSON.
+        assert!(silent().worth_another_run());
+        assert!(!setup.worth_another_run());
+        assert!(!closed.worth_another_run());
+        let lost = parse::iperf::IperfError::Reported("control socket has closed unexpectedly".into());
+        assert!(BenchError::from(lost).worth_another_run());
+        let garbage = parse::iperf::parse("not json").unwrap_err();
+        assert!(!BenchError::from(garbage).worth_another_run());
         // The message still says what failed, and the cause is kept.
         let e = silent();
         assert!(e.to_string().contains("guest command channel /x/ctl.sock: no answer"), "{e}");

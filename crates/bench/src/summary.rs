@@ -360,6 +360,7 @@ pub(crate) mod tests {
                     flood: None,
                     accelerator: None,
                     elapsed_secs: 2.0,
+                    runs: 1,
                 }
             })
             .collect()

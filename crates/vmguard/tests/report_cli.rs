@@ -52,6 +52,7 @@ fn bench_run(st: &mut store::Store, started_ns: i64) {
             flood: None,
             accelerator: None,
             elapsed_secs: 10.0,
+            runs: 1,
         };
         st.add_bench_result(&store::BenchResult {
             run_id: "bench-1".into(),

@@ -6,15 +6,28 @@ use super::{Figures, ParseError};
 
 const TOOL: &str = "iperf3 -J";
 
+/// Why an iperf3 run gave no figures.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IperfError {
+    /// iperf3 ran and said why it failed (`unable to connect to server`, `control socket has closed
+    /// unexpectedly`): the network's doing, not the output's; a second run may succeed.
+    #[error("iperf3 failed: {0}")]
+    Reported(String),
+    /// The output is not iperf3's JSON.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+}
+
 /// `mbit_per_sec` received by the server (the bandwidth figure), sent, retransmits and CPU shares.
-/// A run that failed (`"error": "unable to connect ..."`) is an error quoting iperf3's message.
-pub fn parse(text: &str) -> Result<Figures, ParseError> {
+/// A run that failed (`"error": "unable to connect ..."`) is [`IperfError::Reported`] with iperf3's
+/// message.
+pub fn parse(text: &str) -> Result<Figures, IperfError> {
     // iperf3 may print a line before the JSON (a warning): start at the first `{`.
     let start = text.find('{').ok_or_else(|| ParseError::new(TOOL, "no JSON object in the output", text))?;
     let v: Value = serde_json::from_str(&text[start..])
         .map_err(|e| ParseError::new(TOOL, format!("output is not valid JSON ({e})"), text))?;
     if let Some(err) = v.get("error").and_then(Value::as_str) {
-        return Err(ParseError::new(TOOL, format!("iperf3 reported an error: {err}"), text));
+        return Err(IperfError::Reported(err.to_string()));
     }
     let end = v.get("end").ok_or_else(|| ParseError::new(TOOL, "no `end` section", text))?;
     let num = |path: &[&str]| {
@@ -55,8 +68,13 @@ mod tests {
         let f = parse(OK).unwrap();
         assert!(f["mbit_per_sec"] > 100.0, "{f:?}");
         assert!(f.contains_key("retransmits") && f.contains_key("server_cpu_pct"));
-        let e = parse(REFUSED).unwrap_err().to_string();
-        assert!(e.contains("unable to connect"), "{e}");
+        let e = parse(REFUSED).unwrap_err();
+        assert!(matches!(&e, IperfError::Reported(m) if m.contains("unable to connect")), "{e}");
+        // Seen under a SYN flood on the TCG guest: connected, then the server gave up on the test.
+        let lost = "{\n\t\"start\":\t{\"connected\":\t[{\"socket\":\t5}]},\n\t\"intervals\":\t[],\n\t\"end\":\t{},\n\t\"error\":\t\"control socket has closed unexpectedly\"\n}\n";
+        let e = parse(lost).unwrap_err();
+        assert_eq!(e, IperfError::Reported("control socket has closed unexpectedly".into()));
+        assert_eq!(e.to_string(), "iperf3 failed: control socket has closed unexpectedly");
         assert!(parse("").unwrap_err().to_string().contains("no JSON"));
         assert!(parse("{\"end\": {}}").unwrap_err().to_string().contains("sum_received"));
     }

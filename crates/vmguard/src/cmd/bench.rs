@@ -157,8 +157,11 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     let records = bench::run_matrix(&state, &m, &opts, &stop, &mut |ev| match ev {
         Event::Started(c) => pb.set_message(c.key()),
         Event::Done(r, raw) => {
+            let runs = if r.runs > 1 { format!(" (in {} runs)", r.runs) } else { String::new() };
             if let Some(e) = &r.error {
-                pb.println(format!("cell {} failed: {e}", r.cell.key()));
+                pb.println(format!("cell {} failed{runs}: {e}", r.cell.key()));
+            } else if r.runs > 1 {
+                pb.println(format!("cell {} measured{runs}: the first run's error is in its raw output", r.cell.key()));
             }
             let result = store::BenchResult {
                 run_id: run_id.clone(),
