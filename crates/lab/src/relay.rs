@@ -7,16 +7,21 @@
 //!                           qemu: stats.qemu.sock ── relay ──┴── stats.sock ── ...
 //! ```
 //!
-//! qemu's `socket,server=on` chardev serves one client: a second reader got nothing. The relay keeps
-//! draining each upstream whether or not anyone reads (so dom0 never blocks and Xen's trace buffers
-//! never fill for want of a reader), and copies each chunk into every connected reader's queue.
+//! qemu's `socket,server=on` chardev serves one client: a second reader got nothing. The relay reads
+//! each upstream and copies each chunk into every connected reader's queue.
 //!
 //! - **A joining reader** gets every byte from its connection on. On a byte stream (xentrace) it
 //!   joins mid-record and resynchronises (the trace parser does that); on a line stream (dom0's
 //!   `/proc/net/dev` blocks) the relay forwards whole lines only ([`LineFramer`]), so every reader
 //!   starts at a line boundary and a drop never cuts a line.
-//! - **No reader**: the bytes are dropped on the host side and counted (`unread_bytes`), logged once
-//!   per stretch without a reader.
+//! - **No reader**: each channel does what its [`Unread`] says. dom0's stats lines are read on and
+//!   dropped (counted as `unread_bytes`, logged once per stretch without a reader): a line a second
+//!   costs nothing, and a reader must get fresh counters. The xentrace stream is *held*: the relay
+//!   stops reading, qemu's socket fills, qemu stops taking from the port, and dom0's xentrace waits
+//!   in its write while Xen drops (and counts, in `TRC_LOST_RECORDS`) what its buffers cannot hold:
+//!   what happens when nothing reads qemu's socket at all. Draining it for nobody kept xentrace
+//!   copying in dom0 for no one (see [`Unread::Hold`]). When a reader ends a hold, the bytes waiting in qemu's socket are from before
+//!   its join: dropped and counted, like the stats lines no one read.
 //! - **A slow reader** has a bounded queue of its own ([`Limits::queue_bytes`]); what does not fit
 //!   is dropped for that reader only, counted and logged once per connection. On a byte stream the
 //!   reader's connection is then ended once its queue is written: a gap in xentrace records can hide
@@ -52,6 +57,8 @@ pub const RELAY_BIN: &str = "vmguard-xen-relay";
 pub const RECONNECT_EVERY: Duration = Duration::from_millis(200);
 /// How long a blocking call waits before its thread looks at the stop flag again.
 const WAKE: Duration = Duration::from_millis(100);
+/// How often a held channel looks for a reader (the latest a joining reader's stream starts).
+const HOLD_POLL: Duration = Duration::from_millis(20);
 /// Upstream read size: the largest chunk a byte stream forwards.
 const READ_BUF: usize = 64 << 10;
 /// How often the status file is written.
@@ -83,6 +90,21 @@ pub enum Framing {
     Lines,
 }
 
+/// What a channel does while no reader is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unread {
+    /// Read on and drop what comes (counted): the writer in dom0 never waits, and a reader that joins
+    /// gets what is written from then on.
+    Drop,
+    /// Stop reading until a reader connects: the writer in dom0 waits. For xentrace, whose copying
+    /// to the port is work in dom0 (and hypercalls that Xen traces in turn): drained for nobody,
+    /// xentrace and its `cat` took 3% of dom0's CPU at idle and 5.5% after a zombie flood, against
+    /// under 1% held (README, Telemetry, the Xen victim's hypercalls), on a TCG machine where dom0 shares the
+    /// emulated CPUs with the domU.
+    Hold,
+}
+
 /// One stream: qemu's socket and the path readers connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelSpec {
@@ -90,6 +112,7 @@ pub struct ChannelSpec {
     pub upstream: PathBuf,
     pub listen: PathBuf,
     pub framing: Framing,
+    pub unread: Unread,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,8 +158,12 @@ pub struct ChannelStatus {
     pub upstream_connects: u64,
     /// Bytes read from qemu.
     pub upstream_bytes: u64,
-    /// Bytes that arrived while no reader was connected: dropped.
+    /// Bytes that arrived while no reader was connected (a held channel: that waited in qemu's
+    /// socket when a reader ended the hold): dropped.
     pub unread_bytes: u64,
+    /// A held channel with no reader: the relay is not reading it (dom0's writer waits).
+    #[serde(default)]
+    pub held: bool,
     /// Readers connected now, and since the start.
     pub readers: usize,
     pub readers_total: u64,
@@ -210,6 +237,13 @@ impl LineFramer {
     /// Bytes of the unfinished line held back.
     pub fn held_back(&self) -> usize {
         self.partial.len()
+    }
+
+    /// Bytes were dropped before the next ones: whatever comes up to the next newline is the rest of
+    /// a line already cut, dropped (counted) too, unless the dropped bytes ended at a line's end.
+    pub fn cut(&mut self, ended_at_newline: bool) {
+        self.reset();
+        self.skipping = !ended_at_newline;
     }
 
     /// The stream broke: the unfinished line is dropped (counted), and so is nothing else.
@@ -298,6 +332,7 @@ struct Counters {
     upstream_connects: u64,
     upstream_bytes: u64,
     unread_bytes: u64,
+    held: bool,
     /// Logged that bytes are dropped for want of a reader (reset when one connects).
     unread_logged: bool,
     readers_total: u64,
@@ -316,6 +351,12 @@ struct Channel {
 }
 
 impl Channel {
+    fn has_readers(&self) -> bool {
+        let mut readers = lock(&self.readers);
+        readers.retain(|r| !r.is_closed());
+        !readers.is_empty()
+    }
+
     /// Hand one chunk to every reader; never blocks on a reader.
     fn broadcast(&self, chunk: Arc<[u8]>) {
         let mut readers = lock(&self.readers);
@@ -366,6 +407,7 @@ impl Channel {
             upstream_connects: c.upstream_connects,
             upstream_bytes: c.upstream_bytes,
             unread_bytes: c.unread_bytes,
+            held: c.held,
             readers,
             readers_total: c.readers_total,
             readers_refused: c.readers_refused,
@@ -406,9 +448,44 @@ fn drain_upstream(ch: Arc<Channel>, stop: Arc<AtomicBool>) {
                 }
                 waiting_logged = false;
                 tracing::info!("{}: connected to qemu's {}", ch.spec.name, ch.spec.upstream.display());
+                let mut holding = false;
                 let why = loop {
                     if stop.load(Ordering::Relaxed) {
                         break None;
+                    }
+                    if ch.spec.unread == Unread::Hold {
+                        if !ch.has_readers() {
+                            if !holding {
+                                holding = true;
+                                lock(&ch.counters).held = true;
+                                tracing::info!(
+                                    "{}: no reader connected: holding the stream (not reading qemu's socket; dom0's writer waits) until one connects",
+                                    ch.spec.name
+                                );
+                            }
+                            nap(&stop, HOLD_POLL);
+                            continue;
+                        }
+                        if holding {
+                            holding = false;
+                            let stale = match drop_waiting(&mut sock, &mut buf) {
+                                Ok(s) => s,
+                                Err(why) => break Some(why),
+                            };
+                            if ch.spec.framing == Framing::Lines && stale.bytes > 0 {
+                                lines.cut(stale.ended_at_newline);
+                            }
+                            let mut c = lock(&ch.counters);
+                            c.held = false;
+                            c.upstream_bytes += stale.bytes;
+                            c.unread_bytes += stale.bytes;
+                            drop(c);
+                            tracing::info!(
+                                "{}: a reader connected: reading again; dropped {} bytes that waited in qemu's socket from before its join",
+                                ch.spec.name,
+                                stale.bytes
+                            );
+                        }
                     }
                     match sock.read(&mut buf) {
                         Ok(0) => break Some("qemu closed it".to_string()),
@@ -434,6 +511,7 @@ fn drain_upstream(ch: Arc<Channel>, stop: Arc<AtomicBool>) {
                 let mut c = lock(&ch.counters);
                 c.line_dropped_bytes = lines.dropped;
                 c.upstream_connected = false;
+                c.held = false;
                 if let Some(why) = why {
                     tracing::warn!(
                         "{}: qemu's {}: {why}; connecting again every {:?}",
@@ -459,6 +537,39 @@ fn drain_upstream(ch: Arc<Channel>, stop: Arc<AtomicBool>) {
         }
         nap(&stop, RECONNECT_EVERY);
     }
+}
+
+/// What [`drop_waiting`] dropped.
+struct Stale {
+    bytes: u64,
+    ended_at_newline: bool,
+}
+
+/// Read and drop the bytes waiting in `sock`'s receive queue now (FIONREAD), and no more: dom0's
+/// writer, waiting behind them, refills the socket as they go, and what it writes from now on is
+/// the joining reader's. `Err` when qemu closed the socket or reading failed.
+fn drop_waiting(sock: &mut UnixStream, buf: &mut [u8]) -> Result<Stale, String> {
+    let mut waiting: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid for the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD, &mut waiting) } != 0 {
+        return Err(format!("reading: FIONREAD: {}", std::io::Error::last_os_error()));
+    }
+    let mut stale = Stale { bytes: 0, ended_at_newline: false };
+    let mut left = usize::try_from(waiting).unwrap_or(0);
+    while left > 0 {
+        let want = left.min(buf.len());
+        match sock.read(&mut buf[..want]) {
+            Ok(0) => return Err("qemu closed it".to_string()),
+            Ok(n) => {
+                left -= n;
+                stale.bytes += n as u64;
+                stale.ended_at_newline = buf[n - 1] == b'\n';
+            }
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return Err(format!("reading: {e}")),
+        }
+    }
+    Ok(stale)
 }
 
 /// Whether the reader hung up (it never sends; anything it does send is read and ignored).

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use lab::relay::{ChannelSpec, Framing, Limits, Relay, RelaySpec, RelayStatus};
+use lab::relay::{ChannelSpec, Framing, Limits, Relay, RelaySpec, RelayStatus, Unread};
 
 /// A fake qemu chardev: accepts connections on `path` and hands each to the test.
 struct FakeQemu {
@@ -64,12 +64,17 @@ fn dir() -> tempfile::TempDir {
 }
 
 fn spec(dir: &Path, framing: Framing, limits: Limits) -> RelaySpec {
+    spec_unread(dir, framing, limits, Unread::Drop)
+}
+
+fn spec_unread(dir: &Path, framing: Framing, limits: Limits, unread: Unread) -> RelaySpec {
     RelaySpec {
         channels: vec![ChannelSpec {
             name: "trace".into(),
             upstream: dir.join("trace.qemu.sock"),
             listen: dir.join("trace.sock"),
             framing,
+            unread,
         }],
         limits,
         status: Some(dir.join("relay.json")),
@@ -188,6 +193,86 @@ fn a_late_reader_gets_the_stream_from_its_join_on_and_unread_bytes_are_counted()
     });
     let st = relay.shutdown();
     assert_eq!(st.channels[0].unread_bytes, 1000);
+}
+
+/// Writes `data` to qemu's end in 4 KiB pieces; returns when all is written.
+fn write_in_thread(mut up: UnixStream, data: Arc<Vec<u8>>) -> std::thread::JoinHandle<UnixStream> {
+    std::thread::spawn(move || {
+        for piece in data.chunks(4096) {
+            up.write_all(piece).unwrap();
+        }
+        up
+    })
+}
+
+/// Read until `want` bytes came or nothing came for `quiet`.
+fn read_until_quiet(s: &mut UnixStream, want: usize, quiet: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut last = Instant::now();
+    while got.len() < want && last.elapsed() < quiet {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                last = Instant::now();
+            }
+            Err(_) => {}
+        }
+    }
+    got
+}
+
+#[test]
+fn a_held_stream_makes_the_writer_wait_until_a_reader_joins_and_drops_only_what_waited() {
+    let d = dir();
+    let qemu = FakeQemu::listen(&d.path().join("trace.qemu.sock"));
+    let relay = Relay::start(&spec_unread(d.path(), Framing::Bytes, Limits::default(), Unread::Hold)).unwrap();
+    let up = qemu.client();
+    wait_for("held", Duration::from_secs(5), || relay.status().channels[0].held);
+    // 8 MiB with no reader: far more than the sockets buffer, so qemu's writer must wait.
+    let data = Arc::new(pattern(8 << 20));
+    let writer = write_in_thread(up, Arc::clone(&data));
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!writer.is_finished(), "the writer finished with no reader: the relay read a held stream");
+    let st = relay.status().channels[0].clone();
+    assert!(st.held && st.upstream_bytes == 0 && st.unread_bytes == 0, "nothing is read while held: {st:?}");
+    // A reader ends the hold: what waited in the socket is dropped (counted), the rest is the
+    // stream's continuation, byte for byte, and the writer finishes.
+    let mut a = reader(&d.path().join("trace.sock"));
+    let got = read_until_quiet(&mut a, data.len(), Duration::from_secs(3));
+    let _up = writer.join().unwrap();
+    let st = relay.status().channels[0].clone();
+    assert!(!st.held, "{st:?}");
+    let dropped = st.unread_bytes as usize;
+    assert!(dropped > 0 && dropped < 4 << 20, "the bytes that waited in the socket: {dropped}");
+    assert_eq!(dropped + got.len(), data.len(), "dropped + read = written: {st:?}");
+    assert!(got[..] == data[dropped..], "the reader gets the stream on from where the dropped bytes end");
+    assert_eq!(st.upstream_bytes, data.len() as u64);
+    // The reader leaves: held again, and the next writes wait again.
+    drop(a);
+    wait_for("held again", Duration::from_secs(5), || relay.status().channels[0].held);
+    relay.shutdown();
+}
+
+#[test]
+fn a_held_line_stream_restarts_at_a_line_boundary() {
+    let d = dir();
+    let qemu = FakeQemu::listen(&d.path().join("trace.qemu.sock"));
+    let relay = Relay::start(&spec_unread(d.path(), Framing::Lines, Limits::default(), Unread::Hold)).unwrap();
+    let mut up = qemu.client();
+    wait_for("held", Duration::from_secs(5), || relay.status().channels[0].held);
+    // Waiting in the socket: whole lines and the start of one.
+    up.write_all(b"old 1\nold 2\nhalf of a").unwrap();
+    let mut a = reader(&d.path().join("trace.sock"));
+    wait_for("reading again", Duration::from_secs(5), || !relay.status().channels[0].held);
+    // The cut line's rest is dropped too; the next whole lines come.
+    up.write_all(b" line\nnew 1\nnew 2\n").unwrap();
+    assert_eq!(read_n(&mut a, 12, Duration::from_secs(5)), b"new 1\nnew 2\n");
+    assert_silent(&mut a, Duration::from_millis(200));
+    let st = relay.shutdown();
+    assert_eq!(st.channels[0].unread_bytes, 21, "{:?}", st.channels[0]);
+    assert_eq!(st.channels[0].line_dropped_bytes, 6, "{:?}", st.channels[0]);
 }
 
 #[test]

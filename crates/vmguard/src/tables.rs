@@ -225,10 +225,11 @@ pub fn lab_status(report: &lab::StatusReport) {
             println!("  stream relay: pid {} ({alive})", r.pid);
             for c in r.status.iter().flat_map(|s| &s.channels) {
                 println!(
-                    "    {}: qemu {} ({} connects), {} readers ({} in all, {} refused), {} bytes in, {} dropped with no reader, {} dropped for slow readers ({} overflowed)",
+                    "    {}: qemu {} ({} connects){}, {} readers ({} in all, {} refused), {} bytes in, {} dropped with no reader, {} dropped for slow readers ({} overflowed)",
                     c.name,
                     if c.upstream_connected { "connected" } else { "NOT CONNECTED" },
                     c.upstream_connects,
+                    if c.held { ", held until a reader connects (dom0's writer waits)" } else { "" },
                     c.readers,
                     c.readers_total,
                     c.readers_refused,

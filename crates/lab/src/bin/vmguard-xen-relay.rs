@@ -1,14 +1,14 @@
 //! `vmguard-xen-relay`: the Xen machine's stream relay as a process (`lab::relay`).
 //!
-//! The only client of qemu's chardev sockets for dom0's trace and stats ports: drains them always,
-//! serves any number of readers on `LISTEN`, and runs until SIGTERM or SIGINT, then removes its
-//! sockets and status file. The lab starts one per Xen machine right after qemu.
+//! The only client of qemu's chardev sockets for dom0's trace and stats ports: serves any number of
+//! readers on `LISTEN` (with none, the trace stream is held and the stats lines are dropped), and
+//! runs until SIGTERM or SIGINT, then removes its sockets and status file. The lab starts one per Xen machine right after qemu.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lab::relay::{ChannelSpec, Framing, Limits, Relay, RelaySpec};
+use lab::relay::{ChannelSpec, Framing, Limits, Relay, RelaySpec, Unread};
 
 /// Fan-out relay for qemu's one-client chardev sockets (xentrace bytes, dom0's stats lines).
 #[derive(Debug, Parser)]
@@ -62,10 +62,12 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     let mut channels = Vec::new();
-    for (name, framing, paths) in [("trace", Framing::Bytes, &args.trace), ("stats", Framing::Lines, &args.stats)] {
+    let streams =
+        [("trace", Framing::Bytes, Unread::Hold, &args.trace), ("stats", Framing::Lines, Unread::Drop, &args.stats)];
+    for (name, framing, unread, paths) in streams {
         for (i, pair) in paths.chunks(2).enumerate() {
             let name = if i == 0 { name.to_string() } else { format!("{name}{i}") };
-            channels.push(ChannelSpec { name, upstream: pair[0].clone(), listen: pair[1].clone(), framing });
+            channels.push(ChannelSpec { name, upstream: pair[0].clone(), listen: pair[1].clone(), framing, unread });
         }
     }
     let spec = RelaySpec {

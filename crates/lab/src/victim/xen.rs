@@ -14,10 +14,10 @@
 //! parses the records into per-domain hypercall counts (`telemetry::xen::stream`). On `vmguard.stats`
 //! dom0 writes its `/proc/net/dev` every second: the domU's vif counters as netback sees them. A qemu
 //! chardev serves one client, so the lab starts [`crate::relay`] (`vmguard-xen-relay`) right after
-//! qemu: the one client of both, draining them always (dom0 never blocks, Xen's buffers never fill
-//! for want of a reader) and serving any number of readers on `trace.sock` and `stats.sock` (recorded
-//! in [`XenInfo`]). A reader that joins gets the stream from then on: xentrace's at any byte (it
-//! resynchronises), the stats in whole lines.
+//! qemu: the one client of both, serving any number of readers on `trace.sock` and `stats.sock`
+//! (recorded in [`XenInfo`]). A reader that joins gets the stream from then on: xentrace's at any
+//! byte (it resynchronises), the stats in whole lines. With no reader the trace stream is held (dom0's
+//! xentrace waits and Xen counts what it drops, as if nothing were connected), the stats lines dropped.
 //!
 //! **Command channel** (`lab exec xen -- CMD`): the host talks to dom0 over a virtio-serial port with
 //! the qemu guest's protocol ([`super::qemu::guest_run`]), and dom0 relays a command for the domU
