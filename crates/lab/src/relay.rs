@@ -100,8 +100,8 @@ pub enum Unread {
     /// Stop reading until a reader connects: the writer in dom0 waits. For xentrace, whose copying
     /// to the port is work in dom0 (and hypercalls that Xen traces in turn): drained for nobody,
     /// xentrace and its `cat` took 3% of dom0's CPU at idle and 5.5% after a zombie flood, against
-    /// under 1% held (README, Telemetry, the Xen victim's hypercalls), on a TCG machine where dom0 shares the
-    /// emulated CPUs with the domU.
+    /// under 1% held (README, Telemetry, the Xen victim's hypercalls), on a TCG machine where dom0
+    /// shares the emulated CPUs with the domU.
     Hold,
 }
 
