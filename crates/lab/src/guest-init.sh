@@ -50,19 +50,21 @@ for d in /sys/class/virtio-ports/*; do
 done
 if [ -n "$ctl" ]; then
   (
+    # A virtio port opens once at a time: one read-write descriptor for both directions, opened
+    # once. A read gives end-of-file whenever the host's client has disconnected (after every
+    # command); the port stays open and is read again. Closing it there lost commands: the kernel
+    # discards a port's unread data on close, and the next client's command could arrive between
+    # the end-of-file and the close (seen as a channel silent to its timeout on a loaded machine).
+    until exec 3<>"$ctl"; do sleep 0.2; done
     while true; do
-      # A virtio port opens once at a time: one read-write descriptor for both directions.
-      if exec 3<>"$ctl"; then
-        while read -r id script <&3; do
-          echo "$script" | base64 -d > /tmp/ctl.sh
-          # fd 3 is the channel: a daemon the script starts must not inherit it, or the port
-          # stays open and can never be reopened.
-          sh /tmp/ctl.sh < /dev/null > /tmp/ctl.out 2>&1 3>&-
-          rc=$?
-          { cat /tmp/ctl.out; echo "@@VMGUARD-EXIT $id $rc"; } >&3
-        done
-        exec 3<&-
-      fi
+      while read -r id script <&3; do
+        echo "$script" | base64 -d > /tmp/ctl.sh
+        # fd 3 is the channel: a daemon the script starts must not inherit it, or the port
+        # stays open and can never be reopened.
+        sh /tmp/ctl.sh < /dev/null > /tmp/ctl.out 2>&1 3>&-
+        rc=$?
+        { cat /tmp/ctl.out; echo "@@VMGUARD-EXIT $id $rc"; } >&3
+      done
       sleep 0.2
     done
   ) 2>/dev/null &

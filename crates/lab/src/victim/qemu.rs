@@ -407,6 +407,9 @@ impl GuestChannelError {
     }
 }
 
+/// What the guest writes after a command's output: `@@VMGUARD-EXIT <id> <status>`.
+const EXIT_MARKER: &str = "@@VMGUARD-EXIT ";
+
 /// Run a shell script inside the guest over its virtio-serial command channel. Callers take turns
 /// ([`lock_channel`], waiting at most `timeout`); `timeout` then bounds the silence of the command.
 pub fn guest_run(control_socket: &Path, script: &str, timeout: Duration) -> Result<GuestOutput, LabError> {
@@ -420,7 +423,7 @@ pub fn guest_run(control_socket: &Path, script: &str, timeout: Duration) -> Resu
     );
     writeln!(stream, "{id} {}", base64::engine::general_purpose::STANDARD.encode(script))
         .map_err(|e| fail(GuestChannelError::Send(e)))?;
-    let marker = format!("@@VMGUARD-EXIT {id} ");
+    let marker = format!("{EXIT_MARKER}{id} ");
     let mut output = String::new();
     let mut reader = BufReader::new(stream);
     let deadline = Instant::now() + timeout;
@@ -441,6 +444,18 @@ pub fn guest_run(control_socket: &Path, script: &str, timeout: Duration) -> Resu
         if let Some(rest) = line.trim_end().strip_prefix(&marker) {
             let status = rest.trim().parse().unwrap_or(-1);
             return Ok(GuestOutput { status, output });
+        }
+        // Another command's end: one whose client stopped waiting (its timeout). The guest's write
+        // of its output waited for the next client, this one; what came before is that command's.
+        if line.starts_with(EXIT_MARKER) {
+            tracing::warn!(
+                "{}: dropped {} bytes of output of an earlier command nobody waited for ({})",
+                control_socket.display(),
+                output.len(),
+                line.trim_end()
+            );
+            output.clear();
+            continue;
         }
         output.push_str(&line);
         if Instant::now() > deadline {
@@ -565,6 +580,25 @@ mod tests {
         let err = guest_run(&sock, "true", Duration::from_secs(1)).unwrap_err();
         assert!(matches!(err, LabError::GuestChannel { source: GuestChannelError::Connect(_), .. }), "{err}");
         assert!(err.to_string().contains("ctl.sock"), "{err}");
+    }
+
+    #[test]
+    fn an_earlier_commands_late_output_is_not_taken_for_this_ones() {
+        let dir = tempfile::Builder::new().prefix("vmguard-lab-stale-").tempdir().unwrap();
+        let sock = dir.path().join("ctl.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        // The guest's write of a command its client gave up on waits for the next client: that
+        // client reads the old output and end first, then its own.
+        let guest = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&conn).read_line(&mut line).unwrap();
+            let id = line.split_whitespace().next().unwrap().to_string();
+            writeln!(&conn, "old output\nmore of it\n@@VMGUARD-EXIT 1a2b 0\nmine\n@@VMGUARD-EXIT {id} 3").unwrap();
+        });
+        let out = guest_run(&sock, "true", Duration::from_secs(5)).unwrap();
+        assert_eq!((out.status, out.output.as_str()), (3, "mine\n"));
+        guest.join().unwrap();
     }
 
     #[test]

@@ -33,17 +33,17 @@ for d in /sys/class/virtio-ports/*; do
 done
 if [ -n "$ctl" ]; then
   (
+    # Opened once and read again after each end-of-file (the host's client disconnected): closing
+    # the port there discarded a command that arrived meanwhile (guest-init.sh says more).
+    until exec 3<>"$ctl"; do sleep 0.2; done
     while true; do
-      if exec 3<>"$ctl"; then
-        while read -r id script <&3; do
-          echo "$script" | base64 -d > /tmp/ctl.sh
-          sh /tmp/ctl.sh < /dev/null > /tmp/ctl.out 2>&1 3>&-
-          rc=$?
-          [ -s /tmp/ctl.out ] && [ "$(tail -c 1 /tmp/ctl.out | wc -l)" = 0 ] && echo >> /tmp/ctl.out
-          { cat /tmp/ctl.out; echo "@@VMGUARD-EXIT $id $rc"; } >&3
-        done
-        exec 3<&-
-      fi
+      while read -r id script <&3; do
+        echo "$script" | base64 -d > /tmp/ctl.sh
+        sh /tmp/ctl.sh < /dev/null > /tmp/ctl.out 2>&1 3>&-
+        rc=$?
+        [ -s /tmp/ctl.out ] && [ "$(tail -c 1 /tmp/ctl.out | wc -l)" = 0 ] && echo >> /tmp/ctl.out
+        { cat /tmp/ctl.out; echo "@@VMGUARD-EXIT $id $rc"; } >&3
+      done
       sleep 0.2
     done
   ) 2>/dev/null &
